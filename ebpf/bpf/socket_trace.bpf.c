@@ -1,0 +1,606 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * Socket capture on syscall tracepoints (kprobes and fentry are not available
+ * everywhere we run; syscall tracepoints are).
+ *
+ * Entry programs resolve the fd through the current task's file table and keep
+ * only AF_INET/AF_INET6 sockets speaking TCP or UDP; everything else (files,
+ * pipes, unix sockets, the agent's own process) returns before touching any map
+ * except the read-only globals. What the exit program needs is parked in
+ * `active`, keyed by pid_tgid; the exit program emits one record per successful
+ * call into the `events` ring buffer and always deletes the entry.
+ *
+ * A record is a struct fm_socket_event (socket_trace.h) followed by payload_len
+ * bytes: the contiguous prefix of the bytes the call actually transferred.
+ *
+ * Rebuild the committed object with ./build.sh after any change here.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "socket_trace.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define FM_AF_INET 2
+#define FM_AF_INET6 10
+#define FM_S_IFMT 00170000
+#define FM_S_IFSOCK 0140000
+#define FM_EINPROGRESS 115
+/* iovecs copied per readv/writev/sendmsg/recvmsg; later ones still count in byte_count */
+#define FM_MAX_IOV 8
+/* Copy lengths are masked with FM_CHUNK_MASK and copy offsets with
+ * FM_MAX_PAYLOAD - 1 (no-ops for the values that occur) so that the verifier can
+ * prove every copy lands inside a payload area of FM_SCRATCH_PAYLOAD bytes. */
+#define FM_CHUNK_MASK (2 * FM_MAX_PAYLOAD - 1)
+#define FM_SCRATCH_PAYLOAD (FM_MAX_PAYLOAD + 2 * FM_MAX_PAYLOAD)
+
+/* Set from user space before load (EbpfLoader::override_global). */
+const volatile __u32 fm_exclude_tgid = 0;
+const volatile __u32 fm_payload_cap = 1024;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24); /* replaced from user space before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_events SEC(".maps");
+
+/* Last forced ring-buffer wakeup on this CPU (ktime ns); see fm_wakeup_flags. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} wakeup_ns SEC(".maps");
+
+struct fm_scratch {
+	struct fm_socket_event hdr;
+	__u8 payload[FM_SCRATCH_PAYLOAD];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fm_scratch);
+} scratch SEC(".maps");
+
+/* One in-flight syscall of one thread. */
+struct fm_active {
+	__u64 enter_ns;
+	__u64 sk;     /* struct sock * of the fd (the listener for accept) */
+	__u64 buf;    /* user buffer, or user iovec array when iov_count > 0 */
+	__u64 addr;   /* user sockaddr (sendto/recvfrom addr, sendmsg/recvmsg msg_name) or 0 */
+	__u64 size;   /* buffer size for plain buffers (MSG_TRUNC can return more) */
+	__u32 iov_count;
+	__s32 fd;
+	__u32 tcp_seq;
+	__u8 syscall; /* enum fm_syscall: the exit must match the entry */
+	__u8 l4_proto;
+	__u8 _pad[2];
+};
+
+/* LRU so that entries of threads killed inside a syscall (no sys_exit) age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct fm_active);
+} active SEC(".maps");
+
+static __always_inline bool fm_excluded(__u64 pid_tgid)
+{
+	return (__u32)(pid_tgid >> 32) == fm_exclude_tgid;
+}
+
+/* fd of the current task -> struct sock *, or NULL unless it is an inet TCP/UDP
+ * socket. Like the kernel, only the low 32 bits of the argument count. */
+static __always_inline struct sock *fm_fd_to_sock(__u64 fd_arg, __u8 *l4_proto)
+{
+	__u32 fd = (__u32)fd_arg;
+	struct task_struct *task;
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *socket;
+	struct sock *sk;
+	__u16 family, proto;
+	umode_t mode;
+
+	task = (struct task_struct *)bpf_get_current_task();
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & FM_S_IFMT) != FM_S_IFSOCK)
+		return NULL;
+	socket = (struct socket *)BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(socket, sk);
+	if (!sk)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != FM_AF_INET && family != FM_AF_INET6)
+		return NULL;
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return NULL;
+	*l4_proto = (__u8)proto;
+	return sk;
+}
+
+/* Header fields common to every kind; addresses from the socket. Returns NULL on
+ * the (impossible) missing scratch slot. */
+static __always_inline struct fm_scratch *fm_begin(__u64 pid_tgid, struct sock *sk, __s32 fd, __u8 kind,
+						   __u8 direction, __u8 syscall, __u64 enter_ns)
+{
+	__u32 zero = 0;
+	struct fm_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct fm_socket_event *e;
+	__u16 family;
+
+	if (!s)
+		return NULL;
+	e = &s->hdr;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->enter_ns = enter_ns;
+	e->exit_ns = bpf_ktime_get_ns();
+	e->sock_id = (__u64)sk;
+	e->tgid = (__u32)(pid_tgid >> 32);
+	e->tid = (__u32)pid_tgid;
+	e->fd = fd;
+	e->kind = kind;
+	e->direction = direction;
+	e->syscall = syscall;
+
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->family = (__u8)family;
+	e->l4_proto = (__u8)BPF_CORE_READ(sk, sk_protocol);
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == FM_AF_INET) {
+		bpf_core_read(e->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->remote_addr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(e->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return s;
+}
+
+/* Unconnected UDP: the peer is in the syscall's sockaddr (the caller's for sends,
+ * filled by the kernel for receives; both readable at exit). */
+static __always_inline void fm_peer_from_sockaddr(struct fm_socket_event *e, __u64 uaddr)
+{
+	struct sockaddr_in sin = {};
+	struct sockaddr_in6 sin6 = {};
+
+	if (bpf_probe_read_user(&sin, sizeof(sin), (void *)uaddr))
+		return;
+	if (sin.sin_family == FM_AF_INET) {
+		if (e->family == FM_AF_INET) {
+			__builtin_memcpy(e->remote_addr, &sin.sin_addr.s_addr, 4);
+		} else {
+			/* dual-stack socket sending to a v4 sockaddr: v4-mapped v6 */
+			__builtin_memset(e->remote_addr, 0, 10);
+			e->remote_addr[10] = 0xff;
+			e->remote_addr[11] = 0xff;
+			__builtin_memcpy(&e->remote_addr[12], &sin.sin_addr.s_addr, 4);
+		}
+		e->remote_port = bpf_ntohs(sin.sin_port);
+	} else if (sin.sin_family == FM_AF_INET6 && e->family == FM_AF_INET6) {
+		if (bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uaddr))
+			return;
+		__builtin_memcpy(e->remote_addr, &sin6.sin6_addr, 16);
+		e->remote_port = bpf_ntohs(sin6.sin6_port);
+	}
+}
+
+/*
+ * Waking the reader on every record (the default when it is caught up) costs an
+ * irq_work per record: measured at several microseconds per syscall in a VM.
+ * Instead wake it at most once per FM_WAKEUP_INTERVAL_NS per CPU, and then
+ * unconditionally, so a steady stream is delivered with that latency while the
+ * reader sleeps; records that trail a burst wait for the reader's poll timeout.
+ */
+#define FM_WAKEUP_INTERVAL_NS 1000000ULL
+
+static __always_inline __u64 fm_wakeup_flags(__u64 now)
+{
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&wakeup_ns, &zero);
+
+	if (!last)
+		return 0;
+	if (now - *last < FM_WAKEUP_INTERVAL_NS)
+		return BPF_RB_NO_WAKEUP;
+	*last = now;
+	return BPF_RB_FORCE_WAKEUP;
+}
+
+static __always_inline void fm_submit(struct fm_scratch *s, __u32 payload_len)
+{
+	__u32 zero = 0;
+	__u64 *lost;
+	__u64 flags = fm_wakeup_flags(s->hdr.exit_ns);
+
+	if (payload_len > FM_MAX_PAYLOAD)
+		payload_len = FM_MAX_PAYLOAD;
+	if (bpf_ringbuf_output(&events, s, sizeof(struct fm_socket_event) + payload_len, flags)) {
+		lost = bpf_map_lookup_elem(&lost_events, &zero);
+		if (lost)
+			*lost += 1;
+	}
+}
+
+static __always_inline __u32 fm_payload_cap_clamped(void)
+{
+	__u32 cap = fm_payload_cap;
+
+	return cap > FM_MAX_PAYLOAD ? FM_MAX_PAYLOAD : cap;
+}
+
+/* Copies the first `want` (<= FM_MAX_PAYLOAD) bytes spread over the user iovecs,
+ * in order, stopping at the first unreadable one: the result is always a prefix. */
+static __always_inline __u32 fm_copy_iov(__u8 *dst, __u64 uiov, __u32 iov_count, __u32 want)
+{
+	__u32 off = 0;
+
+#pragma unroll
+	for (int i = 0; i < FM_MAX_IOV; i++) {
+		struct iovec iov;
+		__u64 chunk;
+
+		if (i >= iov_count || off >= want)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(uiov + i * sizeof(struct iovec))))
+			break;
+		chunk = iov.iov_len;
+		if (chunk > want - off)
+			chunk = want - off;
+		/* no-ops (off < want <= FM_MAX_PAYLOAD, chunk <= want - off) that give
+		 * the verifier its bounds */
+		off &= FM_MAX_PAYLOAD - 1;
+		chunk &= FM_CHUNK_MASK;
+		if (bpf_probe_read_user(dst + off, chunk, iov.iov_base))
+			break;
+		off += chunk;
+	}
+	return off;
+}
+
+/* ---- data syscalls ---- */
+
+static __always_inline int fm_enter_data(__s64 fd, __u64 buf, __u64 size, __u32 iov_count, __u64 addr,
+					 __u8 syscall, bool egress)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_active a = {};
+	struct sock *sk;
+	__u8 l4_proto = 0;
+
+	if (fm_excluded(pid_tgid))
+		return 0;
+	sk = fm_fd_to_sock(fd, &l4_proto);
+	if (!sk)
+		return 0;
+	a.enter_ns = bpf_ktime_get_ns();
+	a.sk = (__u64)sk;
+	a.buf = buf;
+	a.size = size;
+	a.addr = addr;
+	a.iov_count = iov_count;
+	a.fd = (__s32)fd;
+	a.syscall = syscall;
+	a.l4_proto = l4_proto;
+	if (l4_proto == IPPROTO_TCP) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+
+		a.tcp_seq = egress ? BPF_CORE_READ(tp, write_seq) : BPF_CORE_READ(tp, copied_seq);
+	}
+	bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int fm_exit_data(long ret, __u8 syscall, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_active *a = bpf_map_lookup_elem(&active, &pid_tgid);
+	struct fm_scratch *s;
+	struct fm_socket_event *e;
+	__u32 want = 0, copied = 0;
+
+	if (!a)
+		return 0;
+	if (a->syscall != syscall || ret <= 0)
+		goto out;
+	s = fm_begin(pid_tgid, (struct sock *)a->sk, a->fd, FM_KIND_DATA, direction, syscall, a->enter_ns);
+	if (!s)
+		goto out;
+	e = &s->hdr;
+	e->byte_count = (__u32)ret;
+	e->tcp_seq = a->tcp_seq;
+	if (a->l4_proto == IPPROTO_UDP && e->remote_port == 0 && a->addr)
+		fm_peer_from_sockaddr(e, a->addr);
+
+	if (syscall != FM_SYS_SENDFILE) {
+		want = fm_payload_cap_clamped();
+		if ((__u64)ret < want)
+			want = (__u32)ret;
+		if (a->iov_count) {
+			copied = fm_copy_iov(s->payload, a->buf, a->iov_count, want);
+		} else {
+			if (a->size < want)
+				want = (__u32)a->size;
+			want &= FM_CHUNK_MASK; /* no-op: want <= FM_MAX_PAYLOAD */
+			if (bpf_probe_read_user(s->payload, want, (void *)a->buf) == 0)
+				copied = want;
+		}
+	}
+	e->payload_len = copied;
+	fm_submit(s, copied);
+out:
+	bpf_map_delete_elem(&active, &pid_tgid);
+	return 0;
+}
+
+/* Reads msg_iov, msg_iovlen and msg_name of a user struct user_msghdr. */
+static __always_inline int fm_enter_msg(__s64 fd, __u64 umsg, __u8 syscall, bool egress)
+{
+	struct user_msghdr msg = {};
+
+	if (fm_excluded(bpf_get_current_pid_tgid()))
+		return 0;
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)umsg))
+		return 0;
+	return fm_enter_data(fd, (__u64)msg.msg_iov, 0, msg.msg_iovlen > FM_MAX_IOV ? FM_MAX_IOV : msg.msg_iovlen,
+			     (__u64)msg.msg_name, syscall, egress);
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int fm_enter_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], ctx->args[1], ctx->args[2], 0, 0, FM_SYS_READ, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int fm_exit_read(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_READ, FM_DIR_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int fm_enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], ctx->args[1], ctx->args[2], 0, 0, FM_SYS_WRITE, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int fm_exit_write(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_WRITE, FM_DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int fm_enter_readv(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 vlen = ctx->args[2];
+
+	return fm_enter_data(ctx->args[0], ctx->args[1], 0, vlen > FM_MAX_IOV ? FM_MAX_IOV : vlen, 0,
+			     FM_SYS_READV, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int fm_exit_readv(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_READV, FM_DIR_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int fm_enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 vlen = ctx->args[2];
+
+	return fm_enter_data(ctx->args[0], ctx->args[1], 0, vlen > FM_MAX_IOV ? FM_MAX_IOV : vlen, 0,
+			     FM_SYS_WRITEV, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int fm_exit_writev(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_WRITEV, FM_DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int fm_enter_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], ctx->args[1], ctx->args[2], 0, ctx->args[4], FM_SYS_SENDTO, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int fm_exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_SENDTO, FM_DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int fm_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], ctx->args[1], ctx->args[2], 0, ctx->args[4], FM_SYS_RECVFROM, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int fm_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_RECVFROM, FM_DIR_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int fm_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_msg(ctx->args[0], ctx->args[1], FM_SYS_SENDMSG, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int fm_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_SENDMSG, FM_DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int fm_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_msg(ctx->args[0], ctx->args[1], FM_SYS_RECVMSG, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int fm_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_RECVMSG, FM_DIR_INGRESS);
+}
+
+/* sendfile(out_fd, in_fd, offset, count): the body never passes through user
+ * memory, so the event carries the byte count only. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int fm_enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], 0, 0, 0, 0, FM_SYS_SENDFILE, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int fm_exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_data(ctx->ret, FM_SYS_SENDFILE, FM_DIR_EGRESS);
+}
+
+/* ---- connection lifecycle ---- */
+
+static __always_inline int fm_enter_conn(__s64 fd, __u8 syscall)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_active a = {};
+	struct sock *sk;
+	__u8 l4_proto = 0;
+
+	if (fm_excluded(pid_tgid))
+		return 0;
+	sk = fm_fd_to_sock(fd, &l4_proto);
+	if (!sk)
+		return 0;
+	a.enter_ns = bpf_ktime_get_ns();
+	a.sk = (__u64)sk;
+	a.fd = (__s32)fd;
+	a.syscall = syscall;
+	a.l4_proto = l4_proto;
+	bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int fm_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_conn(ctx->args[0], FM_SYS_CONNECT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int fm_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_active *a = bpf_map_lookup_elem(&active, &pid_tgid);
+	struct fm_scratch *s;
+	long ret = ctx->ret;
+
+	if (!a)
+		return 0;
+	if (a->syscall == FM_SYS_CONNECT && (ret == 0 || ret == -FM_EINPROGRESS)) {
+		s = fm_begin(pid_tgid, (struct sock *)a->sk, a->fd, FM_KIND_CONNECT, FM_DIR_NONE, FM_SYS_CONNECT,
+			     a->enter_ns);
+		if (s)
+			fm_submit(s, 0);
+	}
+	bpf_map_delete_elem(&active, &pid_tgid);
+	return 0;
+}
+
+/* The listener is checked at entry (only inet listeners are followed); the
+ * accepted socket is resolved from the returned fd at exit. */
+static __always_inline int fm_accept_exit(long ret, __u8 syscall)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_active *a = bpf_map_lookup_elem(&active, &pid_tgid);
+	struct fm_scratch *s;
+	struct sock *sk;
+	__u8 l4_proto = 0;
+
+	if (!a)
+		return 0;
+	if (a->syscall == syscall && ret >= 0) {
+		sk = fm_fd_to_sock(ret, &l4_proto);
+		if (sk) {
+			s = fm_begin(pid_tgid, sk, (__s32)ret, FM_KIND_ACCEPT, FM_DIR_NONE, syscall, a->enter_ns);
+			if (s)
+				fm_submit(s, 0);
+		}
+	}
+	bpf_map_delete_elem(&active, &pid_tgid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int fm_enter_accept(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_conn(ctx->args[0], FM_SYS_ACCEPT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int fm_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_accept_exit(ctx->ret, FM_SYS_ACCEPT);
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int fm_enter_accept4(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_conn(ctx->args[0], FM_SYS_ACCEPT4);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int fm_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_accept_exit(ctx->ret, FM_SYS_ACCEPT4);
+}
+
+/* close is reported at entry, while the fd still resolves; nothing to do at exit. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int fm_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_scratch *s;
+	struct sock *sk;
+	__s64 fd = ctx->args[0];
+	__u8 l4_proto = 0;
+
+	if (fm_excluded(pid_tgid))
+		return 0;
+	sk = fm_fd_to_sock(fd, &l4_proto);
+	if (!sk)
+		return 0;
+	s = fm_begin(pid_tgid, sk, (__s32)fd, FM_KIND_CLOSE, FM_DIR_NONE, FM_SYS_CLOSE, bpf_ktime_get_ns());
+	if (s)
+		fm_submit(s, 0);
+	return 0;
+}

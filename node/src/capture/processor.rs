@@ -1,0 +1,492 @@
+//! Turns socket events into rows: one [`Conversation`] per socket, rows for
+//! `flow_log.l7_flow_log`, and 1-second RED aggregates for `flow_metrics.application` and
+//! `application_map`. Pure logic with no kernel in the way, so it is tested with synthetic
+//! events; [`super::CaptureRunner`] feeds it from the ring buffer.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, atomic::Ordering},
+};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use flowmesh_protocols::{Chunk, Conversation, ConversationConfig, Direction, L7Record, Role};
+use tracing::warn;
+
+use super::{CaptureStats, procinfo::ProcNames};
+use crate::tables::{
+    APPLICATION, APPLICATION_MAP, EdgeKey, L7_FLOW_LOG, L7Row, NodeTags, RedCounters,
+    application_batch, application_map_batch, l7_flow_log_batch,
+};
+
+/// How long a closed socket's owner stays known, so that the peer's late rows still find it.
+const CLOSED_ENDPOINT_GRACE_NS: u64 = 10_000_000_000;
+
+/// What happened on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Data(Direction),
+    Connect,
+    Accept,
+    Close,
+}
+
+/// Transport of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        }
+    }
+}
+
+/// One socket event with Unix-epoch timestamps, as the processor needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketEventView<'a> {
+    pub kind: EventKind,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    pub sock_id: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub byte_count: u32,
+    pub tcp_seq: Option<u32>,
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The thread's name, used when /proc no longer knows the process.
+    pub comm: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// Limits of the processor.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub max_sockets: usize,
+    pub request_timeout_ns: u64,
+    pub socket_idle_timeout_ns: u64,
+}
+
+struct SocketState {
+    conversation: Conversation,
+    tgid: u32,
+    sock_id: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    transport: Transport,
+    last_seen_ns: u64,
+}
+
+struct Endpoint {
+    tgid: u32,
+    process: Arc<str>,
+    closed_at_ns: Option<u64>,
+}
+
+/// The capture pipeline's state between the ring buffer and storage.
+pub struct CaptureProcessor {
+    config: ProcessorConfig,
+    tags: NodeTags,
+    stats: Arc<CaptureStats>,
+    sockets: HashMap<(u32, u64), SocketState>,
+    endpoints: HashMap<(SocketAddr, SocketAddr), Endpoint>,
+    procs: ProcNames,
+    rows: Vec<L7Row>,
+    application: HashMap<EdgeKey, RedCounters>,
+    application_map: HashMap<EdgeKey, RedCounters>,
+    records: Vec<L7Record>,
+}
+
+/// IPv4-mapped IPv6 addresses (a dual-stack listener's view of an IPv4 peer) become IPv4,
+/// so both ends of a loopback connection name it the same way.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+impl CaptureProcessor {
+    pub fn new(config: ProcessorConfig, tags: NodeTags, stats: Arc<CaptureStats>) -> Self {
+        Self {
+            config,
+            tags,
+            stats,
+            sockets: HashMap::new(),
+            endpoints: HashMap::new(),
+            procs: ProcNames::default(),
+            rows: Vec::new(),
+            application: HashMap::new(),
+            application_map: HashMap::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Handles one event.
+    pub fn on_event(&mut self, ev: &SocketEventView<'_>) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let local = canonical(ev.local);
+        let remote = canonical(ev.remote);
+        let key = (ev.tgid, ev.sock_id);
+        match ev.kind {
+            EventKind::Connect | EventKind::Accept => {
+                self.remember_endpoint(ev, local, remote);
+            }
+            EventKind::Close => {
+                if let Some(mut state) = self.sockets.remove(&key) {
+                    state.conversation.close(ev.exit_ns, &mut self.records);
+                    self.retire(&state);
+                    self.drain_records(&state);
+                }
+                if let Some(ep) = self.endpoints.get_mut(&(local, remote))
+                    && ep.tgid == ev.tgid
+                {
+                    ep.closed_at_ns = Some(ev.exit_ns);
+                }
+            }
+            EventKind::Data(direction) => {
+                if ev.transport == Transport::Tcp {
+                    self.remember_endpoint(ev, local, remote);
+                }
+                if !self.sockets.contains_key(&key) {
+                    if self.sockets.len() >= self.config.max_sockets {
+                        self.evict_oldest();
+                    }
+                    let conversation = Conversation::new(ConversationConfig {
+                        request_timeout_ns: self.config.request_timeout_ns,
+                        ..ConversationConfig::default()
+                    });
+                    self.sockets.insert(
+                        key,
+                        SocketState {
+                            conversation,
+                            tgid: ev.tgid,
+                            sock_id: ev.sock_id,
+                            local,
+                            remote,
+                            transport: ev.transport,
+                            last_seen_ns: ev.exit_ns,
+                        },
+                    );
+                }
+                let Some(state) = self.sockets.get_mut(&key) else {
+                    return;
+                };
+                state.last_seen_ns = ev.exit_ns;
+                if state.conversation.is_ignored() {
+                    self.stats.ignored_events.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                if ev.transport == Transport::Udp {
+                    // unconnected UDP sockets talk to many peers; keep the latest
+                    state.remote = remote;
+                }
+                let chunk = Chunk {
+                    direction,
+                    enter_ns: ev.enter_ns,
+                    exit_ns: ev.exit_ns,
+                    tcp_seq: ev.tcp_seq,
+                    byte_count: ev.byte_count,
+                    payload: ev.payload,
+                    tid: ev.tid,
+                };
+                state.conversation.feed(&chunk, &mut self.records);
+                if !self.records.is_empty() {
+                    let state = &self.sockets[&key];
+                    let snapshot = SocketSnapshot::of(state);
+                    self.drain_records_for(snapshot);
+                }
+            }
+        }
+    }
+
+    fn remember_endpoint(
+        &mut self,
+        ev: &SocketEventView<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) {
+        if remote.port() == 0 {
+            return;
+        }
+        match self.endpoints.get_mut(&(local, remote)) {
+            Some(ep) if ep.tgid == ev.tgid && ep.closed_at_ns.is_none() => {}
+            _ => {
+                let process = self.procs.get(ev.tgid, ev.comm, ev.exit_ns);
+                self.endpoints.insert(
+                    (local, remote),
+                    Endpoint {
+                        tgid: ev.tgid,
+                        process,
+                        closed_at_ns: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        let Some((&key, _)) = self.sockets.iter().min_by_key(|(_, s)| s.last_seen_ns) else {
+            return;
+        };
+        if let Some(state) = self.sockets.remove(&key) {
+            self.stats.evicted_sockets.fetch_add(1, Ordering::Relaxed);
+            self.retire(&state);
+        }
+    }
+
+    /// Adds a finished socket's parser counters to the totals.
+    fn retire(&self, state: &SocketState) {
+        let s = state.conversation.stats();
+        self.stats
+            .parse_errors
+            .fetch_add(s.parse_errors, Ordering::Relaxed);
+        self.stats.resyncs.fetch_add(s.resyncs, Ordering::Relaxed);
+        self.stats
+            .dropped_requests
+            .fetch_add(s.dropped_requests, Ordering::Relaxed);
+        self.stats
+            .unmatched_responses
+            .fetch_add(s.unmatched_responses, Ordering::Relaxed);
+    }
+
+    fn drain_records(&mut self, state: &SocketState) {
+        let snapshot = SocketSnapshot::of(state);
+        self.drain_records_for(snapshot);
+    }
+
+    fn drain_records_for(&mut self, socket: SocketSnapshot) {
+        let records = std::mem::take(&mut self.records);
+        for record in &records {
+            let row = self.row(&socket, record);
+            self.aggregate(&row);
+            self.rows.push(row);
+        }
+        self.stats
+            .rows
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.records = records;
+        self.records.clear();
+    }
+
+    fn row(&mut self, socket: &SocketSnapshot, r: &L7Record) -> L7Row {
+        let me = self.procs.get(socket.tgid, "", r.request_start_ns);
+        let peer = self
+            .endpoints
+            .get(&(socket.remote, socket.local))
+            .map(|e| (e.tgid, Arc::clone(&e.process)));
+        let (client, server, mine_is_client) = match r.role {
+            Role::Client => (socket.local, socket.remote, true),
+            Role::Server => (socket.remote, socket.local, false),
+        };
+        let (mut pid_0, mut pid_1) = (None, None);
+        let (mut name_0, mut name_1): (Arc<str>, Arc<str>) = ("".into(), "".into());
+        if mine_is_client {
+            (pid_0, name_0) = (Some(socket.tgid), me);
+            if let Some((pid, name)) = peer {
+                (pid_1, name_1) = (Some(pid), name);
+            }
+        } else {
+            (pid_1, name_1) = (Some(socket.tgid), me);
+            if let Some((pid, name)) = peer {
+                (pid_0, name_0) = (Some(pid), name);
+            }
+        }
+        let end_ns = r.response_end_ns.unwrap_or(r.request_end_ns);
+        let x_request_id = r.x_request_id.clone().unwrap_or_default();
+        let (xr_0, xr_1) = if mine_is_client {
+            (x_request_id, String::new())
+        } else {
+            (String::new(), x_request_id)
+        };
+        L7Row {
+            time_us: (r.request_start_ns / 1000) as i64,
+            start_time_us: (r.request_start_ns / 1000) as i64,
+            end_time_us: (end_ns / 1000) as i64,
+            signal_source: "ebpf",
+            observation_point: r.role.observation_point(),
+            l7_protocol: r.protocol.as_str(),
+            version: r.version.clone(),
+            request_type: r.request_type.clone(),
+            request_domain: r.request_domain.clone(),
+            request_resource: r.request_resource.clone(),
+            endpoint: r.endpoint.clone(),
+            response_code: r.response_code.map(i32::from),
+            response_status: r.response_status.as_str(),
+            response_exception: r.response_exception.clone(),
+            response_duration_us: r.duration_us(),
+            request_length: r.request_length,
+            response_length: r.response_length,
+            ip_0: client.ip().to_string(),
+            ip_1: server.ip().to_string(),
+            client_port: client.port(),
+            server_port: server.port(),
+            protocol: socket.transport.as_str(),
+            is_tls: false,
+            process_id_0: pid_0,
+            process_id_1: pid_1,
+            auto_service_0: Arc::clone(&name_0),
+            auto_service_1: Arc::clone(&name_1),
+            process_kname_0: name_0,
+            process_kname_1: name_1,
+            trace_id: r.trace_id.clone().unwrap_or_default(),
+            span_id: r.span_id.clone().unwrap_or_default(),
+            parent_span_id: String::new(),
+            x_request_id_0: xr_0,
+            x_request_id_1: xr_1,
+            syscall_thread_0: if mine_is_client {
+                Some(r.request_tid)
+            } else {
+                None
+            },
+            syscall_thread_1: if mine_is_client {
+                None
+            } else {
+                Some(r.request_tid)
+            },
+            req_tcp_seq: r.req_tcp_seq,
+            resp_tcp_seq: r.resp_tcp_seq,
+        }
+    }
+
+    fn aggregate(&mut self, row: &L7Row) {
+        let edge = EdgeKey {
+            second: row.time_us.div_euclid(1_000_000),
+            observation_point: row.observation_point,
+            signal_source: row.signal_source,
+            l7_protocol: row.l7_protocol,
+            endpoint: row.endpoint.clone(),
+            ip_0: row.ip_0.clone(),
+            ip_1: row.ip_1.clone(),
+            server_port: row.server_port,
+            process_kname_0: Arc::clone(&row.process_kname_0),
+            process_kname_1: Arc::clone(&row.process_kname_1),
+            auto_service_0: Arc::clone(&row.auto_service_0),
+            auto_service_1: Arc::clone(&row.auto_service_1),
+        };
+        let server_side = EdgeKey {
+            ip_0: String::new(),
+            process_kname_0: "".into(),
+            auto_service_0: "".into(),
+            ..edge.clone()
+        };
+        let has_response = row.response_code.is_some();
+        self.application_map.entry(edge).or_default().add(
+            row.response_status,
+            row.response_duration_us,
+            has_response,
+        );
+        self.application.entry(server_side).or_default().add(
+            row.response_status,
+            row.response_duration_us,
+            has_response,
+        );
+    }
+
+    /// Periodic work: time out requests, forget idle sockets, and hand over the rows and
+    /// the RED aggregates of every second before `now_ns` minus one (or all of them when
+    /// `final_flush`).
+    pub fn tick(&mut self, now_ns: u64, final_flush: bool) -> Vec<(String, RecordBatch)> {
+        let idle = self.config.socket_idle_timeout_ns;
+        let mut expired = Vec::new();
+        for (key, state) in self.sockets.iter_mut() {
+            state.conversation.expire(now_ns, &mut self.records);
+            if !self.records.is_empty() {
+                let records = std::mem::take(&mut self.records);
+                expired.push((SocketSnapshot::of(state), records));
+            }
+            if now_ns.saturating_sub(state.last_seen_ns) > idle {
+                expired.push((SocketSnapshot::of(state), Vec::new()));
+                let _ = key;
+            }
+        }
+        for (socket, records) in expired {
+            if records.is_empty() {
+                if let Some(mut state) = self.sockets.remove(&(socket.tgid, socket.sock_id)) {
+                    state.conversation.close(now_ns, &mut self.records);
+                    self.retire(&state);
+                    self.drain_records_for(socket);
+                }
+            } else {
+                self.records = records;
+                self.drain_records_for(socket);
+            }
+        }
+        self.endpoints.retain(|_, e| {
+            e.closed_at_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) < CLOSED_ENDPOINT_GRACE_NS)
+        });
+        self.stats
+            .sockets
+            .store(self.sockets.len() as u64, Ordering::Relaxed);
+
+        let mut out = Vec::new();
+        if !self.rows.is_empty() {
+            match l7_flow_log_batch(&self.tags, &self.rows) {
+                Ok(batch) => out.push((L7_FLOW_LOG.to_string(), batch)),
+                Err(e) => warn!(error = %e, "failed to build l7_flow_log batch"),
+            }
+            self.rows.clear();
+        }
+        let cutoff = if final_flush {
+            i64::MAX
+        } else {
+            (now_ns / 1_000_000_000) as i64 - 1
+        };
+        for (table, map) in [
+            (APPLICATION, &mut self.application),
+            (APPLICATION_MAP, &mut self.application_map),
+        ] {
+            let closed: Vec<EdgeKey> = map.keys().filter(|k| k.second < cutoff).cloned().collect();
+            if closed.is_empty() {
+                continue;
+            }
+            let rows: Vec<(EdgeKey, RedCounters)> = closed
+                .into_iter()
+                .filter_map(|k| map.remove(&k).map(|c| (k, c)))
+                .collect();
+            let batch = if table == APPLICATION {
+                application_batch(&self.tags, &rows)
+            } else {
+                application_map_batch(&self.tags, &rows)
+            };
+            match batch {
+                Ok(batch) => out.push((table.to_string(), batch)),
+                Err(e) => warn!(error = %e, table, "failed to build metrics batch"),
+            }
+        }
+        out
+    }
+}
+
+/// What a row needs to know about its socket.
+#[derive(Clone, Copy)]
+struct SocketSnapshot {
+    tgid: u32,
+    sock_id: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    transport: Transport,
+}
+
+impl SocketSnapshot {
+    fn of(state: &SocketState) -> Self {
+        Self {
+            tgid: state.tgid,
+            sock_id: state.sock_id,
+            local: state.local,
+            remote: state.remote,
+            transport: state.transport,
+        }
+    }
+}

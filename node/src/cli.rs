@@ -1,0 +1,69 @@
+//! The command line: `flowmesh up`, `flowmesh sql`, `flowmesh status`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowmesh",
+    version,
+    about = "Zero-code observability mesh: eBPF capture, storage and SQL on every host"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: capture on, storage in the data directory, API and UI on loopback.
+    Up(UpArgs),
+    /// Run a SQL query against a node and print the result.
+    Sql(SqlArgs),
+    /// Show a node's status.
+    Status(ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// TOML config file (every key: deploy/config/flowmesh.example.toml).
+    #[arg(long, short, env = "FLOWMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (also FLOWMESH_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Run without eBPF capture (storage and queries only).
+    #[arg(long)]
+    pub no_capture: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The node's HTTP address.
+    #[arg(
+        long,
+        env = "FLOWMESH_SERVER",
+        default_value = "http://127.0.0.1:20416"
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// The SQL statement.
+    pub sql: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}

@@ -1,0 +1,318 @@
+//! The node's configuration: one TOML file, layered as defaults → file →
+//! `FLOWMESH__SECTION__KEY` environment variables (plus `FLOWMESH_DATA_DIR`) → CLI flags,
+//! then validated once. Every key is documented in `deploy/config/flowmesh.example.toml`.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use flowmesh_storage::StorageConfig;
+use serde::{Deserialize, Serialize};
+
+/// Who this node is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Node name shown in the `node` column; empty means the host name.
+    pub name: String,
+    pub cluster: String,
+    pub region: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            cluster: "default".into(),
+            region: "default".into(),
+        }
+    }
+}
+
+/// The HTTP front end (SQL API, /metrics, UI).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 20416)),
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// eBPF capture and the pipeline behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    pub enabled: bool,
+    /// Payload bytes captured per syscall (at most 4096).
+    pub payload_cap_bytes: u32,
+    /// Kernel ring buffer size; events that do not fit are dropped and counted.
+    pub ring_buffer_bytes: u32,
+    /// Sockets tracked at once; the least recently used is evicted (and counted) past this.
+    pub max_sockets: usize,
+    /// A request without a response for this long is recorded as a timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A socket with no traffic for this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub socket_idle_timeout: Duration,
+    /// Captured rows are handed to storage at least this often.
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+    /// Row batches waiting for storage; past this, batches are dropped and counted.
+    pub max_pending_batches: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            payload_cap_bytes: 1024,
+            ring_buffer_bytes: 32 << 20,
+            max_sockets: 65_536,
+            request_timeout: Duration::from_secs(30),
+            socket_idle_timeout: Duration::from_secs(300),
+            batch_interval: Duration::from_millis(200),
+            max_pending_batches: 64,
+        }
+    }
+}
+
+/// Query engine limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySettings {
+    pub memory_limit_bytes: usize,
+    /// Threads of the runtime queries run on (apart from ingest).
+    pub threads: usize,
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 1 << 30,
+            threads: 2,
+        }
+    }
+}
+
+/// Everything a node reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: IdentityConfig,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub capture: CaptureConfig,
+    pub query: QuerySettings,
+}
+
+/// A configuration problem, naming the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Layers `file` (if any), then `env` (`FLOWMESH__SECTION__KEY=value` and
+    /// `FLOWMESH_DATA_DIR`), over the defaults, and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let path: Vec<String> = if key == "FLOWMESH_DATA_DIR" {
+                vec!["storage".into(), "data_dir".into()]
+            } else if let Some(rest) = key.strip_prefix("FLOWMESH__") {
+                rest.split("__").map(|p| p.to_ascii_lowercase()).collect()
+            } else {
+                continue;
+            };
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        }
+        let config: NodeConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.storage
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.capture.payload_cap_bytes > 4096 {
+            return Err(ConfigError::Invalid(
+                "capture.payload_cap_bytes must be at most 4096".into(),
+            ));
+        }
+        if self.capture.max_sockets == 0 || self.capture.max_pending_batches == 0 {
+            return Err(ConfigError::Invalid(
+                "capture.max_sockets and max_pending_batches must be positive".into(),
+            ));
+        }
+        if self.query.threads == 0 {
+            return Err(ConfigError::Invalid(
+                "query.threads must be positive".into(),
+            ));
+        }
+        for part in [&self.node.cluster, &self.node.region] {
+            if part.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "node.cluster and node.region must not be empty".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's name: configured, else the host name.
+    pub fn node_name(&self) -> String {
+        if !self.node.name.is_empty() {
+            return self.node.name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    }
+}
+
+/// Environment values are TOML when they parse as a TOML value, else plain strings.
+fn parse_env_value(value: &str) -> toml::Value {
+    format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("{first} is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[node]\nregion = \"eu\"\n[capture]\npayload_cap_bytes = 512\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "FLOWMESH__CAPTURE__ENABLED".to_string(),
+                "false".to_string(),
+            ),
+            ("FLOWMESH_DATA_DIR".to_string(), "/tmp/x y".to_string()),
+            (
+                "FLOWMESH__STORAGE__FLUSH_INTERVAL".to_string(),
+                "10s".to_string(),
+            ),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = NodeConfig::load(Some(&path), env).unwrap();
+        assert_eq!(c.node.region, "eu");
+        assert_eq!(c.capture.payload_cap_bytes, 512);
+        assert!(!c.capture.enabled);
+        assert_eq!(c.storage.data_dir, std::path::PathBuf::from("/tmp/x y"));
+        assert_eq!(c.storage.flush_interval, Duration::from_secs(10));
+
+        std::fs::write(&path, "[capture]\nbogus = 1\n").unwrap();
+        let err = NodeConfig::load(Some(&path), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = NodeConfig::load(
+            None,
+            vec![("FLOWMESH__CAPTURE__PAYLOAD_CAP_BYTES".into(), "9999".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("payload_cap_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_documents_every_key() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/flowmesh.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example = NodeConfig::load(Some(&path), vec![]).unwrap();
+        // every key of the defaults appears in the example (so none goes undocumented)
+        let defaults = toml::Value::try_from(NodeConfig::default()).unwrap();
+        let toml::Value::Table(sections) = defaults else {
+            panic!("not a table")
+        };
+        for (section, keys) in sections {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "example lacks [{section}]"
+            );
+            if let toml::Value::Table(keys) = keys {
+                for (key, value) in keys {
+                    if value.is_table() {
+                        assert!(
+                            text.contains(&format!("[{section}.{key}]")),
+                            "example lacks [{section}.{key}]"
+                        );
+                        continue;
+                    }
+                    assert!(
+                        text.lines().any(|l| l
+                            .trim_start()
+                            .trim_start_matches('#')
+                            .trim_start()
+                            .starts_with(&format!("{key} "))),
+                        "example lacks {section}.{key}"
+                    );
+                }
+            }
+        }
+        assert_eq!(example.http.listen, HttpConfig::default().listen);
+    }
+}

@@ -1,0 +1,20 @@
+//! Errors of the node as a whole.
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] flowmesh_storage::StorageError),
+    #[error("capture: {0}")]
+    Capture(#[from] flowmesh_ebpf::EbpfError),
+    #[error("query engine: {0}")]
+    Query(#[from] flowmesh_query_planner::QueryError),
+    #[error("failed to {action}: {source}")]
+    Io {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}

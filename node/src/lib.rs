@@ -1,0 +1,250 @@
+//! flowmesh-node: the `flowmesh` binary's library.
+//!
+//! A [`Node`] composes the parts of DESIGN.md §3: eBPF capture ([`capture`]) feeding the
+//! storage shard ([`flowmesh_storage::Shard`]) through a bounded queue, the SQL engine
+//! ([`flowmesh_query_planner::QueryEngine`]) on its own runtime, and the HTTP front end
+//! ([`server`]). Lifecycle: [`Node::start`] → running → [`Node::shutdown`], which stops in
+//! order: capture → storage writer drains → flush to Parquet → WAL closed → HTTP.
+//!
+//! Invariants: rows are acknowledged by the WAL before they count as stored; every queue is
+//! bounded and every drop is counted in [`metrics::Metrics`].
+
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod tables;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant, SystemTime},
+};
+
+use flowmesh_query_planner::{QueryConfig, QueryEngine};
+use flowmesh_storage::{Shard, ShardTable};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info, warn};
+
+use crate::{
+    capture::{CaptureRunner, CaptureStats, RowBatches},
+    config::NodeConfig,
+    error::NodeError,
+    metrics::{HttpStats, Metrics, MetricsTable},
+    server::ApiState,
+    tables::NodeTags,
+};
+
+/// A running node.
+pub struct Node {
+    http_addr: SocketAddr,
+    shard: Arc<Shard>,
+    capture: Option<CaptureRunner>,
+    capture_cancel: CancellationToken,
+    background_cancel: CancellationToken,
+    http_cancel: CancellationToken,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    tasks: TaskTracker,
+    query_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Node {
+    /// Opens storage, starts capture (when enabled), the query engine and the HTTP server.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let started = Instant::now();
+        let tags = NodeTags {
+            region: config.node.region.as_str().into(),
+            cluster: config.node.cluster.as_str().into(),
+            node: config.node_name().into(),
+        };
+        let storage_config = config.storage.clone();
+        let shard = Arc::new(
+            tokio::task::spawn_blocking(move || Shard::open(storage_config, tables::table_defs()))
+                .await
+                .map_err(|e| NodeError::Io {
+                    action: "open storage",
+                    source: std::io::Error::other(e),
+                })??,
+        );
+        let capture_stats = Arc::new(CaptureStats::default());
+        let metrics = Arc::new(Metrics {
+            capture: Arc::clone(&capture_stats),
+            http: Arc::new(HttpStats::default()),
+            shard: Arc::clone(&shard),
+            storage_write_errors: Default::default(),
+        });
+
+        let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
+            .tables()
+            .map(|def| {
+                let provider: Arc<dyn datafusion::catalog::TableProvider> =
+                    Arc::new(ShardTable::new(Arc::clone(&shard), def.clone()));
+                (def.name.clone(), provider)
+            })
+            .collect();
+        providers.push((
+            "system.metrics".into(),
+            Arc::new(MetricsTable::new(Arc::clone(&metrics))),
+        ));
+        let engine = Arc::new(QueryEngine::new(
+            providers,
+            &QueryConfig {
+                memory_limit_bytes: config.query.memory_limit_bytes,
+                target_partitions: config.query.threads,
+            },
+        )?);
+        let query_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.query.threads)
+            .thread_name("flowmesh-query")
+            .enable_all()
+            .build()
+            .map_err(|source| NodeError::Io {
+                action: "start query runtime",
+                source,
+            })?;
+
+        let tasks = TaskTracker::new();
+        let background_cancel = CancellationToken::new();
+        let capture_cancel = CancellationToken::new();
+        let http_cancel = CancellationToken::new();
+
+        // storage writer: the only consumer of captured batches
+        let (tx, mut rx) = mpsc::channel::<RowBatches>(config.capture.max_pending_batches);
+        let writer_shard = Arc::clone(&shard);
+        let writer_metrics = Arc::clone(&metrics);
+        let writer = tokio::spawn(async move {
+            while let Some(batches) = rx.recv().await {
+                if let Err(e) = writer_shard.append(batches).await {
+                    writer_metrics
+                        .storage_write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "failed to store captured rows");
+                }
+            }
+        });
+
+        let capture = if config.capture.enabled {
+            Some(CaptureRunner::start(
+                &config.capture,
+                tags.clone(),
+                capture_stats,
+                tx,
+                capture_cancel.clone(),
+            )?)
+        } else {
+            drop(tx);
+            None
+        };
+
+        // maintenance: periodic flush, retention, compaction
+        let maintenance_shard = Arc::clone(&shard);
+        let maintenance_every = config.storage.maintenance_interval;
+        let cancel = background_cancel.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last_maintenance = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = maintenance_shard.flush_if_due().await {
+                    error!(error = %e, "flush failed");
+                }
+                if last_maintenance.elapsed() >= maintenance_every {
+                    last_maintenance = Instant::now();
+                    if let Err(e) = maintenance_shard.enforce_retention(SystemTime::now()) {
+                        error!(error = %e, "retention failed");
+                    }
+                    if let Err(e) = maintenance_shard.compact(SystemTime::now()).await {
+                        error!(error = %e, "compaction failed");
+                    }
+                }
+            }
+        });
+
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| NodeError::Io {
+                action: "bind the HTTP listener",
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| NodeError::Io {
+            action: "read the HTTP listener address",
+            source,
+        })?;
+        let status_tags = tags.clone();
+        let capture_enabled = capture.is_some();
+        let status_shard = Arc::clone(&shard);
+        let state = ApiState {
+            engine,
+            query_runtime: query_runtime.handle().clone(),
+            metrics,
+            status: Arc::new(move || {
+                json!({
+                    "node": &*status_tags.node,
+                    "cluster": &*status_tags.cluster,
+                    "region": &*status_tags.region,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_seconds": started.elapsed().as_secs(),
+                    "data_dir": status_shard.data_dir().display().to_string(),
+                    "capture": { "enabled": capture_enabled },
+                    "storage": { "buffered_bytes": status_shard.buffered_bytes() },
+                })
+            }),
+        };
+        let app = server::router(state, config.http.max_body_bytes);
+        let cancel = http_cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+            {
+                error!(error = %e, "http server failed");
+            }
+        });
+        info!(%http_addr, capture = capture_enabled, data_dir = %shard.data_dir().display(), "node started");
+        Ok(Self {
+            http_addr,
+            shard,
+            capture,
+            capture_cancel,
+            background_cancel,
+            http_cancel,
+            writer: Some(writer),
+            tasks,
+            query_runtime: Some(query_runtime),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops in order: capture → writer drains → flush → WAL closed → HTTP.
+    pub async fn shutdown(mut self) {
+        self.capture_cancel.cancel();
+        if let Some(capture) = self.capture.take() {
+            let _ = tokio::task::spawn_blocking(move || capture.join()).await;
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+        self.background_cancel.cancel();
+        if let Err(e) = self.shard.flush().await {
+            error!(error = %e, "final flush failed; rows stay in the WAL");
+        }
+        self.shard.close();
+        self.http_cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Some(rt) = self.query_runtime.take() {
+            rt.shutdown_background();
+        }
+        info!("node stopped");
+    }
+}

@@ -1,0 +1,290 @@
+//! The node's counters, rendered in the Prometheus text format at `/metrics` and exposed
+//! to SQL as `system.metrics` (so drops are visible wherever users look).
+
+use std::{
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use datafusion::{
+    arrow::{
+        array::{StringArray, UInt64Array},
+        datatypes::{DataType, Field, Schema, SchemaRef},
+        record_batch::RecordBatch,
+    },
+    catalog::Session,
+    common::Result as DfResult,
+    datasource::{TableProvider, TableType, memory::MemorySourceConfig},
+    physical_plan::ExecutionPlan,
+    prelude::Expr,
+};
+use flowmesh_storage::Shard;
+
+use crate::capture::CaptureStats;
+
+/// HTTP front-end counters.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub sql_queries: AtomicU64,
+    pub sql_client_errors: AtomicU64,
+    pub sql_server_errors: AtomicU64,
+}
+
+/// One registry, created by the node and shared by its parts.
+pub struct Metrics {
+    pub capture: Arc<CaptureStats>,
+    pub http: Arc<HttpStats>,
+    pub shard: Arc<Shard>,
+    pub storage_write_errors: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// (name, type, help, value)
+type Sample = (&'static str, &'static str, &'static str, u64);
+
+impl Metrics {
+    /// Every metric's current value.
+    pub fn samples(&self) -> Vec<Sample> {
+        let c = &self.capture;
+        let s = self.shard.stats();
+        let h = &self.http;
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "flowmesh_capture_events_total",
+                "counter",
+                "Socket events read from the kernel ring buffer.",
+                v(&c.events),
+            ),
+            (
+                "flowmesh_capture_kernel_lost_events_total",
+                "counter",
+                "Events the kernel dropped because the ring buffer was full.",
+                v(&c.kernel_lost_events),
+            ),
+            (
+                "flowmesh_capture_malformed_events_total",
+                "counter",
+                "Ring buffer records that failed validation.",
+                v(&c.malformed_events),
+            ),
+            (
+                "flowmesh_capture_ignored_events_total",
+                "counter",
+                "Events on sockets whose protocol is not parsed.",
+                v(&c.ignored_events),
+            ),
+            (
+                "flowmesh_capture_rows_total",
+                "counter",
+                "l7_flow_log rows produced.",
+                v(&c.rows),
+            ),
+            (
+                "flowmesh_capture_dropped_rows_total",
+                "counter",
+                "Rows dropped because the storage queue was full.",
+                v(&c.dropped_rows),
+            ),
+            (
+                "flowmesh_capture_dropped_batches_total",
+                "counter",
+                "Batches dropped because the storage queue was full.",
+                v(&c.dropped_batches),
+            ),
+            (
+                "flowmesh_capture_sockets",
+                "gauge",
+                "Sockets tracked now.",
+                v(&c.sockets),
+            ),
+            (
+                "flowmesh_capture_evicted_sockets_total",
+                "counter",
+                "Sockets forgotten because max_sockets was reached.",
+                v(&c.evicted_sockets),
+            ),
+            (
+                "flowmesh_capture_parse_errors_total",
+                "counter",
+                "Protocol parse errors on closed sockets.",
+                v(&c.parse_errors),
+            ),
+            (
+                "flowmesh_capture_resyncs_total",
+                "counter",
+                "Times a parser lost framing and resynchronized.",
+                v(&c.resyncs),
+            ),
+            (
+                "flowmesh_capture_dropped_requests_total",
+                "counter",
+                "Requests dropped because too many were pending on a socket.",
+                v(&c.dropped_requests),
+            ),
+            (
+                "flowmesh_capture_unmatched_responses_total",
+                "counter",
+                "Responses seen without a request.",
+                v(&c.unmatched_responses),
+            ),
+            (
+                "flowmesh_storage_appended_rows_total",
+                "counter",
+                "Rows acknowledged by the WAL.",
+                v(&s.appended_rows),
+            ),
+            (
+                "flowmesh_storage_wal_groups_total",
+                "counter",
+                "WAL group commits (fsyncs).",
+                v(&s.wal_groups),
+            ),
+            (
+                "flowmesh_storage_wal_bytes_total",
+                "counter",
+                "Bytes appended to the WAL.",
+                v(&s.wal_bytes),
+            ),
+            (
+                "flowmesh_storage_rejected_appends_total",
+                "counter",
+                "Appends refused because the write buffer was full.",
+                v(&s.rejected_appends),
+            ),
+            (
+                "flowmesh_storage_write_errors_total",
+                "counter",
+                "Captured batches storage failed to append.",
+                v(&self.storage_write_errors),
+            ),
+            (
+                "flowmesh_storage_flushes_total",
+                "counter",
+                "Flushes of buffered rows to Parquet.",
+                v(&s.flushes),
+            ),
+            (
+                "flowmesh_storage_flushed_rows_total",
+                "counter",
+                "Rows written to Parquet.",
+                v(&s.flushed_rows),
+            ),
+            (
+                "flowmesh_storage_buffered_bytes",
+                "gauge",
+                "Bytes of rows buffered in memory.",
+                self.shard.buffered_bytes() as u64,
+            ),
+            (
+                "flowmesh_storage_replayed_records_total",
+                "counter",
+                "WAL records replayed at start.",
+                v(&s.replayed_records),
+            ),
+            (
+                "flowmesh_storage_segments_deleted_total",
+                "counter",
+                "Segments deleted by retention.",
+                v(&s.segments_deleted_by_retention),
+            ),
+            (
+                "flowmesh_storage_segments_compacted_total",
+                "counter",
+                "Segments merged by compaction.",
+                v(&s.segments_compacted),
+            ),
+            (
+                "flowmesh_http_sql_queries_total",
+                "counter",
+                "SQL queries received.",
+                v(&h.sql_queries),
+            ),
+            (
+                "flowmesh_http_sql_client_errors_total",
+                "counter",
+                "SQL queries rejected as invalid.",
+                v(&h.sql_client_errors),
+            ),
+            (
+                "flowmesh_http_sql_server_errors_total",
+                "counter",
+                "SQL queries that failed in execution.",
+                v(&h.sql_server_errors),
+            ),
+        ]
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, kind, help, value) in self.samples() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+/// `system.metrics`: the same counters as rows (name, value), read at scan time.
+#[derive(Debug)]
+pub struct MetricsTable {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsTable {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+
+    fn schema_ref() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("value", DataType::UInt64, false),
+        ]))
+    }
+}
+
+#[async_trait]
+impl TableProvider for MetricsTable {
+    fn schema(&self) -> SchemaRef {
+        Self::schema_ref()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let samples = self.metrics.samples();
+        let batch = RecordBatch::try_new(
+            Self::schema_ref(),
+            vec![
+                Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.0))),
+                Arc::new(UInt64Array::from_iter_values(samples.iter().map(|s| s.3))),
+            ],
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Self::schema_ref(),
+            projection.cloned(),
+        )?)
+    }
+}

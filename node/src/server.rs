@@ -1,0 +1,236 @@
+//! The HTTP front end on `http.listen` (127.0.0.1:20416 by default): `POST /v1/sql` (JSON or
+//! Arrow IPC), `/metrics`, `/v1/status` and the web UI at `/`.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use datafusion::arrow::{
+    array::{Array, AsArray},
+    datatypes::{
+        DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
+        UInt16Type, UInt32Type, UInt64Type,
+    },
+    ipc::writer::StreamWriter,
+    util::display::{ArrayFormatter, FormatOptions},
+};
+use flowmesh_query_planner::{QueryEngine, QueryError, QueryOutput};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+
+/// The media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<QueryEngine>,
+    pub query_runtime: tokio::runtime::Handle,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<dyn Fn() -> Value + Send + Sync>,
+}
+
+pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(ui))
+        .route("/v1/sql", get(sql_get).post(sql_post))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn ui() -> Html<&'static str> {
+    Html(include_str!("ui.html"))
+}
+
+async fn status(State(state): State<ApiState>) -> Json<Value> {
+    Json((state.status)())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct SqlParams {
+    sql: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SqlBody {
+    sql: String,
+}
+
+async fn sql_get(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(params): Query<SqlParams>,
+) -> Response {
+    match params.sql {
+        Some(sql) => run_sql(state, &headers, sql).await,
+        None => error_response(StatusCode::BAD_REQUEST, "missing `sql` query parameter"),
+    }
+}
+
+/// The body is JSON `{"sql": "..."}` when sent as `application/json`, else the SQL text.
+async fn sql_post(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let sql = if is_json {
+        match serde_json::from_slice::<SqlBody>(&body) {
+            Ok(b) => b.sql,
+            Err(e) => {
+                return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"));
+            }
+        }
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(s) => s,
+            Err(_) => return error_response(StatusCode::BAD_REQUEST, "SQL body is not UTF-8"),
+        }
+    };
+    run_sql(state, &headers, sql).await
+}
+
+async fn run_sql(state: ApiState, headers: &HeaderMap, sql: String) -> Response {
+    if sql.trim().is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "empty SQL statement");
+    }
+    state
+        .metrics
+        .http
+        .sql_queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let engine = Arc::clone(&state.engine);
+    let result = state
+        .query_runtime
+        .spawn(async move { engine.sql(&sql).await })
+        .await
+        .unwrap_or_else(|e| Err(QueryError::Internal(format!("query task failed: {e}"))));
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            let (code, counter) = if e.is_client_error() {
+                (
+                    StatusCode::BAD_REQUEST,
+                    &state.metrics.http.sql_client_errors,
+                )
+            } else if e.is_retryable() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &state.metrics.http.sql_server_errors,
+                )
+            } else {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &state.metrics.http.sql_server_errors,
+                )
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return error_response(code, &e.to_string());
+        }
+    };
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM));
+    if wants_arrow {
+        match arrow_ipc(&out) {
+            Ok(bytes) => ([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response(),
+            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        }
+    } else {
+        match to_json(&out) {
+            Ok(mut v) => {
+                v["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
+                Json(v).into_response()
+            }
+            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        }
+    }
+}
+
+fn error_response(code: StatusCode, message: &str) -> Response {
+    (code, Json(json!({ "error": message }))).into_response()
+}
+
+fn arrow_ipc(out: &QueryOutput) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut buf, &out.schema).map_err(|e| e.to_string())?;
+    for b in &out.batches {
+        writer.write(b).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    drop(writer);
+    Ok(buf)
+}
+
+/// `{"columns": [{"name", "type"}], "rows": [[...]], "row_count"}`; numbers and booleans
+/// stay JSON numbers and booleans, everything else is shown as Arrow displays it.
+pub fn to_json(out: &QueryOutput) -> Result<Value, String> {
+    let columns: Vec<Value> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+        .collect();
+    let mut rows: Vec<Value> = Vec::with_capacity(out.num_rows());
+    let options = FormatOptions::default().with_null("");
+    for batch in &out.batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        for row in 0..batch.num_rows() {
+            let values: Vec<Value> = batch
+                .columns()
+                .iter()
+                .zip(&formatters)
+                .map(|(col, fmt)| cell(col.as_ref(), row, fmt))
+                .collect();
+            rows.push(Value::Array(values));
+        }
+    }
+    Ok(json!({ "columns": columns, "row_count": rows.len(), "rows": rows }))
+}
+
+fn cell(col: &dyn Array, row: usize, fmt: &ArrayFormatter<'_>) -> Value {
+    if col.is_null(row) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Boolean => json!(col.as_boolean().value(row)),
+        DataType::Int8 => json!(col.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => json!(col.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => json!(col.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => json!(col.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => json!(col.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => json!(col.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => json!(col.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => json!(col.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => json!(col.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => json!(col.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => json!(col.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => json!(col.as_string::<i64>().value(row)),
+        DataType::Utf8View => json!(col.as_string_view().value(row)),
+        _ => json!(fmt.value(row).to_string()),
+    }
+}

@@ -1,0 +1,491 @@
+//! The tables a node stores (DESIGN.md §4) and the row types that fill them. Each table's
+//! schema and the function that turns rows into a batch sit side by side so their column
+//! order cannot drift apart (a test builds every table once).
+
+use std::sync::Arc;
+
+use datafusion::arrow::{
+    array::{
+        ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMicrosecondArray, UInt16Array,
+        UInt32Array, UInt64Array,
+    },
+    datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit},
+    error::ArrowError,
+    record_batch::RecordBatch,
+};
+use flowmesh_storage::TableDef;
+
+pub const L7_FLOW_LOG: &str = "flow_log.l7_flow_log";
+pub const APPLICATION: &str = "flow_metrics.application";
+pub const APPLICATION_MAP: &str = "flow_metrics.application_map";
+
+fn ts(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    )
+}
+fn s(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+fn opt(name: &str, t: DataType) -> Field {
+    Field::new(name, t, true)
+}
+fn req(name: &str, t: DataType) -> Field {
+    Field::new(name, t, false)
+}
+
+/// The tags every row carries about where it was stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct NodeTags {
+    pub region: Arc<str>,
+    pub cluster: Arc<str>,
+    pub node: Arc<str>,
+}
+
+/// One request/response session seen at one observation point.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct L7Row {
+    pub time_us: i64,
+    pub start_time_us: i64,
+    pub end_time_us: i64,
+    pub signal_source: &'static str,
+    pub observation_point: &'static str,
+    pub l7_protocol: &'static str,
+    pub version: String,
+    pub request_type: String,
+    pub request_domain: String,
+    pub request_resource: String,
+    pub endpoint: String,
+    pub response_code: Option<i32>,
+    pub response_status: &'static str,
+    pub response_exception: String,
+    pub response_duration_us: Option<u64>,
+    pub request_length: u64,
+    pub response_length: Option<u64>,
+    pub ip_0: String,
+    pub ip_1: String,
+    pub client_port: u16,
+    pub server_port: u16,
+    pub protocol: &'static str,
+    pub is_tls: bool,
+    pub process_id_0: Option<u32>,
+    pub process_id_1: Option<u32>,
+    pub process_kname_0: Arc<str>,
+    pub process_kname_1: Arc<str>,
+    pub auto_service_0: Arc<str>,
+    pub auto_service_1: Arc<str>,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub x_request_id_0: String,
+    pub x_request_id_1: String,
+    pub syscall_thread_0: Option<u32>,
+    pub syscall_thread_1: Option<u32>,
+    pub req_tcp_seq: Option<u32>,
+    pub resp_tcp_seq: Option<u32>,
+}
+
+pub fn l7_flow_log_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        ts("time"),
+        ts("start_time"),
+        ts("end_time"),
+        s("region"),
+        s("cluster"),
+        s("node"),
+        s("signal_source"),
+        s("observation_point"),
+        s("l7_protocol"),
+        s("version"),
+        s("request_type"),
+        s("request_domain"),
+        s("request_resource"),
+        s("endpoint"),
+        opt("response_code", DataType::Int32),
+        s("response_status"),
+        s("response_exception"),
+        opt("response_duration", DataType::UInt64),
+        req("request_length", DataType::UInt64),
+        opt("response_length", DataType::UInt64),
+        s("ip_0"),
+        s("ip_1"),
+        req("client_port", DataType::UInt16),
+        req("server_port", DataType::UInt16),
+        s("protocol"),
+        req("is_tls", DataType::Boolean),
+        opt("process_id_0", DataType::UInt32),
+        opt("process_id_1", DataType::UInt32),
+        s("process_kname_0"),
+        s("process_kname_1"),
+        s("auto_service_0"),
+        s("auto_service_1"),
+        s("pod_0"),
+        s("pod_1"),
+        s("trace_id"),
+        s("span_id"),
+        s("parent_span_id"),
+        s("x_request_id_0"),
+        s("x_request_id_1"),
+        req("syscall_trace_id_request", DataType::UInt64),
+        req("syscall_trace_id_response", DataType::UInt64),
+        opt("syscall_thread_0", DataType::UInt32),
+        opt("syscall_thread_1", DataType::UInt32),
+        opt("req_tcp_seq", DataType::UInt32),
+        opt("resp_tcp_seq", DataType::UInt32),
+    ]))
+}
+
+fn strs<'a>(rows: &'a [L7Row], f: impl Fn(&'a L7Row) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+}
+fn times<T>(rows: &[T], f: impl Fn(&T) -> i64) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"))
+}
+fn repeat(value: &str, n: usize) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value, n)))
+}
+
+pub fn l7_flow_log_batch(tags: &NodeTags, rows: &[L7Row]) -> Result<RecordBatch, ArrowError> {
+    let n = rows.len();
+    let columns: Vec<ArrayRef> = vec![
+        times(rows, |r| r.time_us),
+        times(rows, |r| r.start_time_us),
+        times(rows, |r| r.end_time_us),
+        repeat(&tags.region, n),
+        repeat(&tags.cluster, n),
+        repeat(&tags.node, n),
+        strs(rows, |r| r.signal_source),
+        strs(rows, |r| r.observation_point),
+        strs(rows, |r| r.l7_protocol),
+        strs(rows, |r| &r.version),
+        strs(rows, |r| &r.request_type),
+        strs(rows, |r| &r.request_domain),
+        strs(rows, |r| &r.request_resource),
+        strs(rows, |r| &r.endpoint),
+        Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.response_code))),
+        strs(rows, |r| r.response_status),
+        strs(rows, |r| &r.response_exception),
+        Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|r| r.response_duration_us),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.request_length),
+        )),
+        Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|r| r.response_length),
+        )),
+        strs(rows, |r| &r.ip_0),
+        strs(rows, |r| &r.ip_1),
+        Arc::new(UInt16Array::from_iter_values(
+            rows.iter().map(|r| r.client_port),
+        )),
+        Arc::new(UInt16Array::from_iter_values(
+            rows.iter().map(|r| r.server_port),
+        )),
+        strs(rows, |r| r.protocol),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.is_tls)))),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.process_id_0))),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.process_id_1))),
+        strs(rows, |r| &r.process_kname_0),
+        strs(rows, |r| &r.process_kname_1),
+        strs(rows, |r| &r.auto_service_0),
+        strs(rows, |r| &r.auto_service_1),
+        repeat("", n),
+        repeat("", n),
+        strs(rows, |r| &r.trace_id),
+        strs(rows, |r| &r.span_id),
+        strs(rows, |r| &r.parent_span_id),
+        strs(rows, |r| &r.x_request_id_0),
+        strs(rows, |r| &r.x_request_id_1),
+        Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(0, n))),
+        Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(0, n))),
+        Arc::new(UInt32Array::from_iter(
+            rows.iter().map(|r| r.syscall_thread_0),
+        )),
+        Arc::new(UInt32Array::from_iter(
+            rows.iter().map(|r| r.syscall_thread_1),
+        )),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.req_tcp_seq))),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.resp_tcp_seq))),
+    ];
+    RecordBatch::try_new(l7_flow_log_schema(), columns)
+}
+
+/// RED counters of one aggregation key over one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedCounters {
+    pub request: u64,
+    pub response: u64,
+    pub client_error: u64,
+    pub server_error: u64,
+    pub timeout: u64,
+    pub rrt_sum_us: u64,
+    pub rrt_count: u64,
+    pub rrt_max_us: u64,
+}
+
+impl RedCounters {
+    /// Counts one session with the given status and duration.
+    pub fn add(&mut self, status: &str, duration_us: Option<u64>, has_response: bool) {
+        self.request += 1;
+        if has_response {
+            self.response += 1;
+        }
+        match status {
+            "client_error" => self.client_error += 1,
+            "server_error" => self.server_error += 1,
+            "timeout" => self.timeout += 1,
+            _ => {}
+        }
+        if let Some(d) = duration_us {
+            self.rrt_sum_us += d;
+            self.rrt_count += 1;
+            self.rrt_max_us = self.rrt_max_us.max(d);
+        }
+    }
+}
+
+/// The key of a `flow_metrics.application_map` row; `application` rows use its server half.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EdgeKey {
+    pub second: i64,
+    pub observation_point: &'static str,
+    pub signal_source: &'static str,
+    pub l7_protocol: &'static str,
+    pub endpoint: String,
+    pub ip_0: String,
+    pub ip_1: String,
+    pub server_port: u16,
+    pub process_kname_0: Arc<str>,
+    pub process_kname_1: Arc<str>,
+    pub auto_service_0: Arc<str>,
+    pub auto_service_1: Arc<str>,
+}
+
+fn metric_fields() -> Vec<Field> {
+    [
+        "request",
+        "response",
+        "client_error",
+        "server_error",
+        "timeout",
+        "rrt_sum",
+        "rrt_count",
+        "rrt_max",
+    ]
+    .into_iter()
+    .map(|n| req(n, DataType::UInt64))
+    .collect()
+}
+
+fn metric_columns(rows: &[(EdgeKey, RedCounters)]) -> Vec<ArrayRef> {
+    let col = |f: fn(&RedCounters) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|(_, c)| f(c)),
+        ))
+    };
+    vec![
+        col(|c| c.request),
+        col(|c| c.response),
+        col(|c| c.client_error),
+        col(|c| c.server_error),
+        col(|c| c.timeout),
+        col(|c| c.rrt_sum_us),
+        col(|c| c.rrt_count),
+        col(|c| c.rrt_max_us),
+    ]
+}
+
+fn key_strs<'a>(
+    rows: &'a [(EdgeKey, RedCounters)],
+    f: impl Fn(&'a EdgeKey) -> &'a str,
+) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|(k, _)| f(k)),
+    ))
+}
+
+pub fn application_schema() -> SchemaRef {
+    let mut fields = vec![
+        ts("time"),
+        s("region"),
+        s("cluster"),
+        s("node"),
+        s("observation_point"),
+        s("signal_source"),
+        s("l7_protocol"),
+        s("ip"),
+        req("server_port", DataType::UInt16),
+        s("process_kname"),
+        s("auto_service"),
+        s("endpoint"),
+    ];
+    fields.extend(metric_fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// `rows` are already aggregated per server-side key.
+pub fn application_batch(
+    tags: &NodeTags,
+    rows: &[(EdgeKey, RedCounters)],
+) -> Result<RecordBatch, ArrowError> {
+    let n = rows.len();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|(k, _)| k.second * 1_000_000),
+            )
+            .with_timezone("UTC"),
+        ),
+        repeat(&tags.region, n),
+        repeat(&tags.cluster, n),
+        repeat(&tags.node, n),
+        key_strs(rows, |k| k.observation_point),
+        key_strs(rows, |k| k.signal_source),
+        key_strs(rows, |k| k.l7_protocol),
+        key_strs(rows, |k| &k.ip_1),
+        Arc::new(UInt16Array::from_iter_values(
+            rows.iter().map(|(k, _)| k.server_port),
+        )),
+        key_strs(rows, |k| &k.process_kname_1),
+        key_strs(rows, |k| &k.auto_service_1),
+        key_strs(rows, |k| &k.endpoint),
+    ];
+    columns.extend(metric_columns(rows));
+    RecordBatch::try_new(application_schema(), columns)
+}
+
+pub fn application_map_schema() -> SchemaRef {
+    let mut fields = vec![
+        ts("time"),
+        s("region"),
+        s("cluster"),
+        s("node"),
+        s("observation_point"),
+        s("signal_source"),
+        s("l7_protocol"),
+        s("ip_0"),
+        s("ip_1"),
+        req("server_port", DataType::UInt16),
+        s("process_kname_0"),
+        s("process_kname_1"),
+        s("auto_service_0"),
+        s("auto_service_1"),
+        s("endpoint"),
+    ];
+    fields.extend(metric_fields());
+    Arc::new(Schema::new(fields))
+}
+
+pub fn application_map_batch(
+    tags: &NodeTags,
+    rows: &[(EdgeKey, RedCounters)],
+) -> Result<RecordBatch, ArrowError> {
+    let n = rows.len();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|(k, _)| k.second * 1_000_000),
+            )
+            .with_timezone("UTC"),
+        ),
+        repeat(&tags.region, n),
+        repeat(&tags.cluster, n),
+        repeat(&tags.node, n),
+        key_strs(rows, |k| k.observation_point),
+        key_strs(rows, |k| k.signal_source),
+        key_strs(rows, |k| k.l7_protocol),
+        key_strs(rows, |k| &k.ip_0),
+        key_strs(rows, |k| &k.ip_1),
+        Arc::new(UInt16Array::from_iter_values(
+            rows.iter().map(|(k, _)| k.server_port),
+        )),
+        key_strs(rows, |k| &k.process_kname_0),
+        key_strs(rows, |k| &k.process_kname_1),
+        key_strs(rows, |k| &k.auto_service_0),
+        key_strs(rows, |k| &k.auto_service_1),
+        key_strs(rows, |k| &k.endpoint),
+    ];
+    columns.extend(metric_columns(rows));
+    RecordBatch::try_new(application_map_schema(), columns)
+}
+
+/// Every table of a node, with the tag columns its segments are sorted by.
+pub fn table_defs() -> Vec<TableDef> {
+    let def = |name: &str, schema: SchemaRef, sort: &[&str]| TableDef {
+        name: name.to_string(),
+        schema,
+        sort_columns: sort.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        def(
+            L7_FLOW_LOG,
+            l7_flow_log_schema(),
+            &["l7_protocol", "auto_service_1", "endpoint"],
+        ),
+        def(
+            APPLICATION,
+            application_schema(),
+            &["l7_protocol", "auto_service", "endpoint"],
+        ),
+        def(
+            APPLICATION_MAP,
+            application_map_schema(),
+            &["l7_protocol", "auto_service_1", "auto_service_0"],
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_builds_a_batch_matching_its_schema() {
+        let tags = NodeTags {
+            region: "r".into(),
+            cluster: "c".into(),
+            node: "n".into(),
+        };
+        let row = L7Row {
+            response_code: Some(200),
+            response_status: "ok",
+            ..L7Row::default()
+        };
+        assert_eq!(
+            l7_flow_log_batch(&tags, &[row.clone(), row])
+                .unwrap()
+                .num_rows(),
+            2
+        );
+        let mut c = RedCounters::default();
+        c.add("server_error", Some(7), true);
+        let rows = vec![(EdgeKey::default(), c)];
+        let app = application_batch(&tags, &rows).unwrap();
+        assert_eq!(app.num_rows(), 1);
+        assert_eq!(application_map_batch(&tags, &rows).unwrap().num_rows(), 1);
+        assert_eq!(
+            c,
+            RedCounters {
+                request: 1,
+                response: 1,
+                server_error: 1,
+                rrt_sum_us: 7,
+                rrt_count: 1,
+                rrt_max_us: 7,
+                ..RedCounters::default()
+            }
+        );
+        for d in table_defs() {
+            for col in d.sort_key() {
+                assert!(
+                    d.schema.index_of(col).is_ok(),
+                    "{} sorts by missing column {col}",
+                    d.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Query errors and their client-visible classes.
+
+use datafusion::error::DataFusionError;
+
+/// What went wrong with a query, classified for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement is malformed, names unknown objects, or is not allowed (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The query needs more memory than the engine may use now (HTTP 503, retryable).
+    #[error("query exceeded its resources: {0}")]
+    ResourcesExhausted(String),
+    /// Execution failed for another reason (HTTP 500).
+    #[error("query failed: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::Invalid(_))
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::ResourcesExhausted(_))
+    }
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        match e.find_root() {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => Self::Invalid(e.strip_backtrace()),
+            DataFusionError::ResourcesExhausted(_) => Self::ResourcesExhausted(e.strip_backtrace()),
+            _ => Self::Internal(e.strip_backtrace()),
+        }
+    }
+}

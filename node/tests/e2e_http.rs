@@ -36,13 +36,19 @@ fn assert_counts_within_5s(node: &FlowmeshNode, port: u16, what: &str) -> Durati
     let started = Instant::now();
     let mut last = Vec::new();
     while started.elapsed() < Duration::from_secs(5) {
-        last = vec![code_counts(node, port, "server"), code_counts(node, port, "client")];
+        last = vec![
+            code_counts(node, port, "server"),
+            code_counts(node, port, "client"),
+        ];
         if last.iter().all(|c| *c == expected()) {
             return started.elapsed();
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("{what}: counts (server, client) after 5 s were {last:?}, expected {:?}", expected());
+    panic!(
+        "{what}: counts (server, client) after 5 s were {last:?}, expected {:?}",
+        expected()
+    );
 }
 
 fn metric_sum(node: &FlowmeshNode, port: u16) -> i64 {
@@ -56,7 +62,11 @@ fn metric_sum(node: &FlowmeshNode, port: u16) -> i64 {
 fn ab(args: &[&str]) -> String {
     let out = Command::new("ab").args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "ab {args:?} failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ab {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
@@ -91,21 +101,35 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     let mut urls = String::new();
     for (path, n) in [("ok", 700), ("missing", 200), ("fail", 100)] {
         for _ in 0..n {
-            urls.push_str(&format!("url = \"http://127.0.0.1:{p_keepalive}/{path}\"\noutput = \"/dev/null\"\n"));
+            urls.push_str(&format!(
+                "url = \"http://127.0.0.1:{p_keepalive}/{path}\"\noutput = \"/dev/null\"\n"
+            ));
         }
     }
     std::fs::write(&config, urls).unwrap();
-    let out = Command::new("curl").args(["-s", "--config"]).arg(&config).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let took = assert_counts_within_5s(&node, p_keepalive, "one keep-alive connection");
     eprintln!("keep-alive: exact counts after {took:?}");
     let conns = node.sql(&format!(
         "SELECT count(DISTINCT client_port) FROM flow_log.l7_flow_log WHERE server_port = {p_keepalive}"
     ));
-    assert_eq!(conns[0][0].as_i64(), Some(1), "curl should have reused one connection");
+    assert_eq!(
+        conns[0][0].as_i64(),
+        Some(1),
+        "curl should have reused one connection"
+    );
 
     // 3. 50 concurrent connections (ab), keep-alive and not
-    for (path, n, keepalive) in [("ok", 700, true), ("missing", 200, false), ("fail", 100, false)] {
+    for (path, n, keepalive) in [
+        ("ok", 700, true),
+        ("missing", 200, false),
+        ("fail", 100, false),
+    ] {
         let url = format!("http://127.0.0.1:{p_concurrent}/{path}");
         let n_text = n.to_string();
         let mut args = vec!["-q", "-n", &n_text, "-c", "50"];
@@ -122,18 +146,27 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     let conns = node.sql(&format!(
         "SELECT count(DISTINCT client_port) FROM flow_log.l7_flow_log WHERE server_port = {p_concurrent}"
     ));
-    assert!(conns[0][0].as_i64().unwrap() >= 50, "expected at least 50 connections: {conns:?}");
+    assert!(
+        conns[0][0].as_i64().unwrap() >= 50,
+        "expected at least 50 connections: {conns:?}"
+    );
 
     // RED metrics: the server side of each port sums to 1000 once its seconds close
     for port in [p_single, p_keepalive, p_concurrent] {
-        wait_for(Duration::from_secs(10), "flow_metrics.application to sum to 1000", || {
-            (metric_sum(&node, port) == 1000).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(10),
+            "flow_metrics.application to sum to 1000",
+            || (metric_sum(&node, port) == 1000).then_some(()),
+        );
         let by_code = node.counts(&format!(
             "SELECT 'e', CAST(sum(server_error) * 1000000 + sum(client_error) * 1000 + sum(response) AS BIGINT) \
              FROM flow_metrics.application WHERE server_port = {port} AND observation_point = 'server'"
         ));
-        assert_eq!(by_code[0].1, 100 * 1_000_000 + 200 * 1000 + 1000, "errors and responses on {port}");
+        assert_eq!(
+            by_code[0].1,
+            100 * 1_000_000 + 200 * 1000 + 1000,
+            "errors and responses on {port}"
+        );
         let map = node.sql(&format!(
             "SELECT process_kname_0, process_kname_1, CAST(sum(request) AS BIGINT) FROM flow_metrics.application_map \
              WHERE server_port = {port} AND observation_point = 'server' GROUP BY 1, 2"
@@ -149,7 +182,8 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     for i in 0..20 {
         let id = format!("e2e-{i}");
         let path = ["ok", "missing", "fail"][i % 3];
-        let (pid, pretransfer, total) = curl_timed(&format!("http://127.0.0.1:{p_single}/{path}?i={i}"), &id);
+        let (pid, pretransfer, total) =
+            curl_timed(&format!("http://127.0.0.1:{p_single}/{path}?i={i}"), &id);
         measured.insert(id, (pid, path, ((total - pretransfer) * 1e6) as i64));
     }
     let select = format!(
@@ -167,7 +201,12 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     let mut seqs: HashMap<String, Vec<(i64, i64, i64)>> = HashMap::new();
     for r in &rows {
         let point = r[2].as_str().unwrap();
-        let id = if point == "client" { r[0].as_str().unwrap() } else { r[1].as_str().unwrap() }.to_string();
+        let id = if point == "client" {
+            r[0].as_str().unwrap()
+        } else {
+            r[1].as_str().unwrap()
+        }
+        .to_string();
         let (curl_pid, path, curl_us) = measured[&id];
         let i: usize = id.trim_start_matches("e2e-").parse().unwrap();
         let code = [200, 404, 500][i % 3];
@@ -180,9 +219,15 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         let duration = r[9].as_i64().unwrap();
         assert!(duration > 0);
         if point == "client" {
-            assert!((duration - curl_us).abs() <= 1000, "{id}: client duration {duration} µs vs curl {curl_us} µs");
+            assert!(
+                (duration - curl_us).abs() <= 1000,
+                "{id}: client duration {duration} µs vs curl {curl_us} µs"
+            );
         } else {
-            assert!(duration <= curl_us + 1000, "{id}: server duration {duration} µs exceeds curl's {curl_us} µs");
+            assert!(
+                duration <= curl_us + 1000,
+                "{id}: server duration {duration} µs exceeds curl's {curl_us} µs"
+            );
         }
         assert!(r[10].as_i64().unwrap() > 50, "request length {:?}", r[10]);
         assert!(r[11].as_i64().unwrap() > 100, "response length {:?}", r[11]);
@@ -190,13 +235,26 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         assert_eq!(r[13].as_i64(), Some(worker as i64), "{id}: server pid");
         assert_eq!(r[14], "curl");
         assert_eq!(r[15], "nginx");
-        assert_eq!((r[18].as_str(), r[19].as_str()), (Some("127.0.0.1"), Some("127.0.0.1")));
-        assert_eq!((r[21].as_str(), r[22].as_str()), (Some("TCP"), Some("ebpf")));
-        seqs.entry(id).or_default().push((r[16].as_i64().unwrap(), r[17].as_i64().unwrap(), r[20].as_i64().unwrap()));
+        assert_eq!(
+            (r[18].as_str(), r[19].as_str()),
+            (Some("127.0.0.1"), Some("127.0.0.1"))
+        );
+        assert_eq!(
+            (r[21].as_str(), r[22].as_str()),
+            (Some("TCP"), Some("ebpf"))
+        );
+        seqs.entry(id).or_default().push((
+            r[16].as_i64().unwrap(),
+            r[17].as_i64().unwrap(),
+            r[20].as_i64().unwrap(),
+        ));
     }
     for (id, both) in seqs {
         assert_eq!(both.len(), 2, "{id}: one client and one server row");
-        assert_eq!(both[0], both[1], "{id}: TCP sequence numbers and client port agree across the two ends");
+        assert_eq!(
+            both[0], both[1],
+            "{id}: TCP sequence numbers and client port agree across the two ends"
+        );
     }
 
     // 5. bad input: garbage and a truncated response on watched ports, bad SQL
@@ -208,34 +266,54 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         let (mut s, _) = garbage.accept().unwrap();
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf);
-        s.write_all(&[0x16, 0x03, 0x01, 0xff, 0x00, 0x13, 0x37, b'\n']).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0xff, 0x00, 0x13, 0x37, b'\n'])
+            .unwrap();
         drop(s);
         let (mut s, _) = truncated.accept().unwrap();
         let _ = s.read(&mut buf);
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part").unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part")
+            .unwrap();
     });
     let mut c = TcpStream::connect(("127.0.0.1", garbage_port)).unwrap();
-    c.write_all(b"\x00\x01binary junk that is not a protocol\r\n\r\n\xff\xfe").unwrap();
+    c.write_all(b"\x00\x01binary junk that is not a protocol\r\n\r\n\xff\xfe")
+        .unwrap();
     let mut sink = Vec::new();
     let _ = c.read_to_end(&mut sink);
     let mut c = TcpStream::connect(("127.0.0.1", truncated_port)).unwrap();
-    c.write_all(b"GET /trunc HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    c.write_all(b"GET /trunc HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let _ = c.read_to_end(&mut sink);
     drop(c);
     servers.join().unwrap();
     std::thread::sleep(Duration::from_millis(1500)); // let a batch interval pass; absence is what is checked
-    let junk = node.sql(&format!("SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = {garbage_port}"));
-    assert_eq!(junk[0][0].as_i64(), Some(0), "no rows from a non-HTTP stream");
+    let junk = node.sql(&format!(
+        "SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = {garbage_port}"
+    ));
+    assert_eq!(
+        junk[0][0].as_i64(),
+        Some(0),
+        "no rows from a non-HTTP stream"
+    );
     let trunc = node.sql(&format!(
         "SELECT request_type, endpoint, response_status FROM flow_log.l7_flow_log WHERE server_port = {truncated_port}"
     ));
-    assert!(trunc.len() <= 2, "at most one row per side for one truncated exchange: {trunc:?}");
+    assert!(
+        trunc.len() <= 2,
+        "at most one row per side for one truncated exchange: {trunc:?}"
+    );
     for r in &trunc {
-        assert_eq!((r[0].as_str(), r[1].as_str()), (Some("GET"), Some("/trunc")), "{trunc:?}");
+        assert_eq!(
+            (r[0].as_str(), r[1].as_str()),
+            (Some("GET"), Some("/trunc")),
+            "{trunc:?}"
+        );
     }
     let (status, body) = node.sql_raw("SELECT no_such_column FROM flow_log.l7_flow_log");
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no_such_column"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no_such_column"),
+        "{body}"
+    );
     let (status, body) = node.sql_raw("DROP TABLE flow_log.l7_flow_log");
     assert_eq!(status, 400, "{body}");
     let (status, _) = node.sql_raw("SELEKT 1");
@@ -247,9 +325,18 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         .into_iter()
         .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap()))
         .collect();
-    assert_eq!(metrics["flowmesh_capture_kernel_lost_events_total"], 0, "{metrics:?}");
-    assert_eq!(metrics["flowmesh_capture_dropped_rows_total"], 0, "{metrics:?}");
-    assert!(metrics["flowmesh_capture_rows_total"] >= 6040, "{metrics:?}");
+    assert_eq!(
+        metrics["flowmesh_capture_kernel_lost_events_total"], 0,
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics["flowmesh_capture_dropped_rows_total"], 0,
+        "{metrics:?}"
+    );
+    assert!(
+        metrics["flowmesh_capture_rows_total"] >= 6040,
+        "{metrics:?}"
+    );
 
     // 6. kill -9 right after the counts appear, restart: nothing acknowledged is lost
     let snapshot = |node: &FlowmeshNode| {
@@ -263,13 +350,19 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     };
     // RED aggregates of a second are handed to the WAL once the second has closed; wait for
     // the last ones (the 20 timed requests) so the snapshot holds only acknowledged data.
-    wait_for(Duration::from_secs(10), "the last RED seconds to close", || {
-        (metric_sum(&node, p_single) == 1020).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the last RED seconds to close",
+        || (metric_sum(&node, p_single) == 1020).then_some(()),
+    );
     let before = snapshot(&node);
     node.kill9();
     let node = FlowmeshNode::start(&data, node_port, &[]);
     let after = snapshot(&node);
     assert_eq!(before, after, "counts changed across kill -9 and restart");
-    assert!(!node.log_text().contains("panicked"), "a panic in the node log:\n{}", node.log_text());
+    assert!(
+        !node.log_text().contains("panicked"),
+        "a panic in the node log:\n{}",
+        node.log_text()
+    );
 }

@@ -2,10 +2,10 @@
 
 mod http1_session;
 
-use http1_session::Http1Session;
+pub(crate) use http1_session::Http1Session;
 
-use crate::http1::SyscallMeta;
 use crate::infer::{self, Detection, Inference};
+use crate::session::{ProtocolSession, SeqStep, SyscallMeta, new_session};
 use crate::{Chunk, Direction, L7Protocol, L7Record, Role};
 
 /// A sequence jump at least this large (or backwards) is a discontinuity, not a gap.
@@ -75,7 +75,7 @@ pub struct Conversation {
 #[derive(Debug)]
 enum Phase {
     Inferring { failed_attempts: u32 },
-    Http1(Box<Http1Session>),
+    Active(Box<dyn ProtocolSession>),
     Ignored,
 }
 
@@ -86,15 +86,6 @@ struct StreamTrack {
     next_seq: Option<u32>,
     probe: Vec<u8>,
     probe_meta: Option<SyscallMeta>,
-}
-
-/// What the sequence number says about the bytes before a chunk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SeqStep {
-    /// Bytes missing between the previous chunk and this one.
-    pub(crate) gap: u64,
-    /// The sequence number moved backwards or too far: the stream cannot be followed.
-    pub(crate) discontinuous: bool,
 }
 
 impl StreamTrack {
@@ -141,7 +132,7 @@ impl Conversation {
     /// The protocol, once inferred.
     pub fn protocol(&self) -> Option<L7Protocol> {
         match &self.phase {
-            Phase::Http1(_) => Some(L7Protocol::Http1),
+            Phase::Active(session) => Some(session.protocol()),
             Phase::Inferring { .. } | Phase::Ignored => None,
         }
     }
@@ -149,7 +140,7 @@ impl Conversation {
     /// This process's role on the socket, once inferred.
     pub fn role(&self) -> Option<Role> {
         match &self.phase {
-            Phase::Http1(session) => Some(session.role()),
+            Phase::Active(session) => Some(session.role()),
             Phase::Inferring { .. } | Phase::Ignored => None,
         }
     }
@@ -160,7 +151,7 @@ impl Conversation {
     pub fn is_ignored(&self) -> bool {
         match &self.phase {
             Phase::Ignored => true,
-            Phase::Http1(session) => session.is_tunnel(),
+            Phase::Active(session) => session.is_tunnel(),
             Phase::Inferring { .. } => false,
         }
     }
@@ -190,7 +181,7 @@ impl Conversation {
             Phase::Inferring { .. } => {
                 self.feed_inferring(chunk.direction, &meta, step, payload, gap_after, out);
             }
-            Phase::Http1(session) => session.feed(
+            Phase::Active(session) => session.feed(
                 chunk.direction,
                 &meta,
                 step,
@@ -208,7 +199,7 @@ impl Conversation {
     /// still arriving. A response that arrives later for such a request is skipped rather
     /// than paired with a newer request.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<L7Record>) {
-        if let Phase::Http1(session) = &mut self.phase {
+        if let Phase::Active(session) = &mut self.phase {
             session.expire(now_ns, self.config.request_timeout_ns, &mut self.stats, out);
         }
     }
@@ -223,7 +214,7 @@ impl Conversation {
             return;
         }
         self.closed = true;
-        if let Phase::Http1(session) = &mut self.phase {
+        if let Phase::Active(session) = &mut self.phase {
             session.close(now_ns, &mut self.stats, out);
         }
         for track in &mut self.streams {
@@ -312,9 +303,7 @@ impl Conversation {
         gap_after: u64,
         out: &mut Vec<L7Record>,
     ) {
-        let mut session = match inference.protocol {
-            L7Protocol::Http1 => Box::new(Http1Session::new(inference.role, &self.config)),
-        };
+        let mut session = new_session(inference.protocol, inference.role, &self.config);
         // The other direction may hold the start of a message split across chunks. A
         // response that began before this request did cannot answer it: it is dropped.
         let other = &mut self.streams[direction.opposite().index()];
@@ -345,7 +334,7 @@ impl Conversation {
         for track in &mut self.streams {
             track.probe = Vec::new();
         }
-        self.phase = Phase::Http1(session);
+        self.phase = Phase::Active(session);
     }
 }
 

@@ -35,6 +35,38 @@ pub enum Detection {
 /// [`Direction::Ingress`] makes the process a [`Role::Server`]; a response travelling in
 /// `Ingress` makes it a [`Role::Client`].
 pub fn detect(bytes: &[u8], direction: Direction) -> Detection {
+    // HTTP/1 first (the most common), then the others; a protocol that wants more bytes
+    // is remembered, but a later definite match wins.
+    let detectors: [fn(&[u8], Direction) -> Detection; 12] = [
+        detect_http1,
+        crate::http2::detect,
+        crate::redis::detect,
+        crate::memcached::detect,
+        crate::nats::detect,
+        crate::mysql::detect,
+        crate::postgres::detect,
+        crate::kafka::detect,
+        crate::mongodb::detect,
+        crate::amqp::detect,
+        crate::mqtt::detect,
+        crate::dubbo::detect,
+    ];
+    let mut need_more = false;
+    for detector in detectors {
+        match detector(bytes, direction) {
+            Detection::Match(inference) => return Detection::Match(inference),
+            Detection::NeedMore => need_more = true,
+            Detection::NoMatch => {}
+        }
+    }
+    match crate::dns::detect(bytes, direction) {
+        Detection::Match(inference) => Detection::Match(inference),
+        _ if need_more => Detection::NeedMore,
+        other => other,
+    }
+}
+
+fn detect_http1(bytes: &[u8], direction: Direction) -> Detection {
     let http1 = |role| {
         Detection::Match(Inference {
             protocol: L7Protocol::Http1,

@@ -36,8 +36,22 @@
 
 #![warn(missing_docs)]
 
+pub mod amqp;
+pub mod dns;
+pub mod dubbo;
+pub mod framed;
 pub mod http1;
+pub mod http2;
 pub mod infer;
+pub mod kafka;
+pub mod memcached;
+pub mod mongodb;
+pub mod mqtt;
+pub mod mysql;
+pub mod nats;
+pub mod postgres;
+pub mod redis;
+pub mod session;
 
 mod conversation;
 mod error;
@@ -98,6 +112,32 @@ pub struct Chunk<'a> {
 pub enum L7Protocol {
     /// HTTP/1.0 and HTTP/1.1.
     Http1,
+    /// HTTP/2 (h2 over TLS after ALPN, or h2c with the client preface).
+    Http2,
+    /// gRPC: HTTP/2 with `content-type: application/grpc`.
+    Grpc,
+    /// Redis RESP2 and RESP3.
+    Redis,
+    /// MySQL / MariaDB client protocol.
+    MySql,
+    /// PostgreSQL frontend/backend protocol v3.
+    PostgreSql,
+    /// DNS over UDP and TCP.
+    Dns,
+    /// Apache Kafka wire protocol.
+    Kafka,
+    /// MQTT 3.1.1 and 5.
+    Mqtt,
+    /// Memcached text protocol.
+    Memcached,
+    /// MongoDB wire protocol (OP_MSG).
+    MongoDb,
+    /// AMQP 0-9-1 (RabbitMQ).
+    Amqp,
+    /// NATS client protocol.
+    Nats,
+    /// Apache Dubbo 2 (hessian) protocol.
+    Dubbo,
 }
 
 impl L7Protocol {
@@ -105,6 +145,19 @@ impl L7Protocol {
     pub fn as_str(&self) -> &'static str {
         match self {
             L7Protocol::Http1 => "HTTP",
+            L7Protocol::Http2 => "HTTP2",
+            L7Protocol::Grpc => "gRPC",
+            L7Protocol::Redis => "Redis",
+            L7Protocol::MySql => "MySQL",
+            L7Protocol::PostgreSql => "PostgreSQL",
+            L7Protocol::Dns => "DNS",
+            L7Protocol::Kafka => "Kafka",
+            L7Protocol::Mqtt => "MQTT",
+            L7Protocol::Memcached => "Memcached",
+            L7Protocol::MongoDb => "MongoDB",
+            L7Protocol::Amqp => "AMQP",
+            L7Protocol::Nats => "NATS",
+            L7Protocol::Dubbo => "Dubbo",
         }
     }
 }

@@ -154,9 +154,7 @@ impl Shard {
                 "wal records for unknown tables or old schemas were skipped"
             );
         }
-        stats
-            .replayed_records
-            .store(applied, Ordering::Relaxed);
+        stats.replayed_records.store(applied, Ordering::Relaxed);
         stats
             .torn_tail_bytes
             .store(report.torn_tail_bytes, Ordering::Relaxed);

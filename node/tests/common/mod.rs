@@ -13,7 +13,11 @@ use serde_json::Value;
 /// Fails the test with a clear message when a required program is missing.
 pub fn require(programs: &[&str]) {
     for p in programs {
-        let found = Command::new("sh").arg("-c").arg(format!("command -v {p}")).output().unwrap();
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {p}"))
+            .output()
+            .unwrap();
         assert!(
             found.status.success(),
             "{p} is not installed; run the README's test command (scripts/test.sh), which installs it"
@@ -27,7 +31,11 @@ pub fn require(programs: &[&str]) {
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
@@ -37,7 +45,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -53,7 +64,11 @@ pub struct FlowmeshNode {
 impl FlowmeshNode {
     pub fn start(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
         let log = PathBuf::from(format!("{}.{}.log", data_dir.display(), std::process::id()));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowmesh"));
         cmd.args(["up", "--data-dir"])
             .arg(data_dir)
@@ -65,13 +80,27 @@ impl FlowmeshNode {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn flowmesh");
-        let mut node = Self { child, port, data_dir: data_dir.to_path_buf(), log };
-        wait_for(Duration::from_secs(60), "flowmesh to answer /v1/status", || {
-            if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("flowmesh exited early with {status}; log:\n{}", node.log_text());
-            }
-            reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/status")).ok().filter(|r| r.status().is_success())
-        });
+        let mut node = Self {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
+        wait_for(
+            Duration::from_secs(60),
+            "flowmesh to answer /v1/status",
+            || {
+                if let Ok(Some(status)) = node.child.try_wait() {
+                    panic!(
+                        "flowmesh exited early with {status}; log:\n{}",
+                        node.log_text()
+                    );
+                }
+                reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/status"))
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        );
         node
     }
 
@@ -94,7 +123,12 @@ impl FlowmeshNode {
     pub fn sql(&self, sql: &str) -> Vec<Vec<Value>> {
         let (status, body) = self.sql_raw(sql);
         assert_eq!(status, 200, "query failed: {sql}: {body}");
-        body["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect()
+        body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().clone())
+            .collect()
     }
 
     /// `SELECT k, count(*) ... GROUP BY k` as a sorted list of (k, n).
@@ -102,7 +136,12 @@ impl FlowmeshNode {
         let mut v: Vec<(String, i64)> = self
             .sql(sql)
             .into_iter()
-            .map(|r| (r[0].to_string().trim_matches('"').to_string(), r[1].as_i64().unwrap()))
+            .map(|r| {
+                (
+                    r[0].to_string().trim_matches('"').to_string(),
+                    r[1].as_i64().unwrap(),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -116,7 +155,9 @@ impl FlowmeshNode {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        wait_for(Duration::from_secs(30), "flowmesh to exit", || self.child.try_wait().unwrap())
+        wait_for(Duration::from_secs(30), "flowmesh to exit", || {
+            self.child.try_wait().unwrap()
+        })
     }
 }
 
@@ -158,9 +199,20 @@ impl Nginx {
                      {servers} }}"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let out = Command::new("nginx").arg("-c").arg(dir.path().join("nginx.conf")).output().unwrap();
-        assert!(out.status.success(), "nginx failed: {}", String::from_utf8_lossy(&out.stderr));
-        let nginx = Self { dir, ports: ports.to_vec() };
+        let out = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nginx failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nginx = Self {
+            dir,
+            ports: ports.to_vec(),
+        };
         for p in ports {
             wait_for(Duration::from_secs(10), "nginx to listen", || {
                 std::net::TcpStream::connect(("127.0.0.1", *p)).ok()
@@ -170,13 +222,26 @@ impl Nginx {
     }
 
     pub fn master_pid(&self) -> u32 {
-        std::fs::read_to_string(self.dir.path().join("nginx.pid")).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(self.dir.path().join("nginx.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// The worker's pid (the process that serves requests).
     pub fn worker_pid(&self) -> u32 {
-        let out = Command::new("pgrep").args(["-P", &self.master_pid().to_string()]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().next().unwrap().trim().parse().unwrap()
+        let out = Command::new("pgrep")
+            .args(["-P", &self.master_pid().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -205,7 +270,11 @@ pub fn curl_timed(url: &str, request_id: &str) -> (u32, f64, f64) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut lines = text.lines();
     let pid = lines.next().unwrap().trim().parse().unwrap();
-    let mut times = lines.next().unwrap().split_whitespace().map(|t| t.parse::<f64>().unwrap());
+    let mut times = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|t| t.parse::<f64>().unwrap());
     (pid, times.next().unwrap(), times.next().unwrap())
 }
 
@@ -219,8 +288,15 @@ pub fn curl_many(url: &str, n: usize, code: u16) {
             let count = per.min(n.saturating_sub(i * per));
             std::thread::spawn(move || {
                 for _ in 0..count {
-                    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().unwrap();
-                    assert_eq!(String::from_utf8_lossy(&out.stdout), code.to_string(), "curl {url}");
+                    let out = Command::new("curl")
+                        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                        .output()
+                        .unwrap();
+                    assert_eq!(
+                        String::from_utf8_lossy(&out.stdout),
+                        code.to_string(),
+                        "curl {url}"
+                    );
                 }
             })
         })

@@ -18,15 +18,16 @@
 
 use std::collections::VecDeque;
 
-use super::{ConversationConfig, ConversationStats, SeqStep};
+use super::{ConversationConfig, ConversationStats};
 use crate::http1::{
     BodyDirective, Desync, DesyncCause, Head, Http1Parser, Http1Sink, MessageEnd, MessageKind,
     MessageStart, Method, SyscallMeta, TraceContext, Version,
 };
+use crate::session::{ProtocolSession, SeqStep};
 use crate::{Direction, L7Protocol, L7Record, ResponseStatus, Role};
 
 #[derive(Debug)]
-pub(super) struct Http1Session {
+pub(crate) struct Http1Session {
     role: Role,
     requests: Http1Parser,
     responses: Http1Parser,
@@ -34,7 +35,7 @@ pub(super) struct Http1Session {
 }
 
 impl Http1Session {
-    pub(super) fn new(role: Role, config: &ConversationConfig) -> Self {
+    pub(crate) fn new(role: Role, config: &ConversationConfig) -> Self {
         Http1Session {
             role,
             requests: Http1Parser::new(MessageKind::Request, config.max_head_bytes),
@@ -53,16 +54,16 @@ impl Http1Session {
         }
     }
 
-    pub(super) fn role(&self) -> Role {
+    fn h1_role(&self) -> Role {
         self.role
     }
 
-    pub(super) fn is_tunnel(&self) -> bool {
+    fn h1_is_tunnel(&self) -> bool {
         self.pairing.tunnel
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn feed(
+    fn h1_feed(
         &mut self,
         direction: Direction,
         meta: &SyscallMeta,
@@ -93,7 +94,7 @@ impl Http1Session {
         }
     }
 
-    pub(super) fn expire(
+    fn h1_expire(
         &mut self,
         now_ns: u64,
         timeout_ns: u64,
@@ -137,12 +138,7 @@ impl Http1Session {
         }
     }
 
-    pub(super) fn close(
-        &mut self,
-        _now_ns: u64,
-        stats: &mut ConversationStats,
-        out: &mut Vec<L7Record>,
-    ) {
+    fn h1_close(&mut self, _now_ns: u64, stats: &mut ConversationStats, out: &mut Vec<L7Record>) {
         let mut sink = PairingSink {
             kind: MessageKind::Response,
             pairing: &mut self.pairing,
@@ -555,6 +551,47 @@ fn endpoint_of(target: &str) -> &str {
     match path.find(['?', '#']) {
         Some(i) => &path[..i],
         None => path,
+    }
+}
+
+impl ProtocolSession for Http1Session {
+    fn protocol(&self) -> L7Protocol {
+        L7Protocol::Http1
+    }
+
+    fn role(&self) -> Role {
+        self.h1_role()
+    }
+
+    fn is_tunnel(&self) -> bool {
+        self.h1_is_tunnel()
+    }
+
+    fn feed(
+        &mut self,
+        direction: Direction,
+        meta: &SyscallMeta,
+        step: SeqStep,
+        payload: &[u8],
+        gap_after: u64,
+        stats: &mut ConversationStats,
+        out: &mut Vec<L7Record>,
+    ) {
+        self.h1_feed(direction, meta, step, payload, gap_after, stats, out);
+    }
+
+    fn expire(
+        &mut self,
+        now_ns: u64,
+        timeout_ns: u64,
+        stats: &mut ConversationStats,
+        out: &mut Vec<L7Record>,
+    ) {
+        self.h1_expire(now_ns, timeout_ns, stats, out);
+    }
+
+    fn close(&mut self, now_ns: u64, stats: &mut ConversationStats, out: &mut Vec<L7Record>) {
+        self.h1_close(now_ns, stats, out);
     }
 }
 

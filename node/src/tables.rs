@@ -307,8 +307,27 @@ fn key_strs<'a>(
     ))
 }
 
-pub fn application_schema() -> SchemaRef {
-    let mut fields = vec![
+/// The key columns every metrics table starts with: time, where, and what.
+fn leading_key_columns(tags: &NodeTags, rows: &[(EdgeKey, RedCounters)]) -> Vec<ArrayRef> {
+    let n = rows.len();
+    vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|(k, _)| k.second * 1_000_000),
+            )
+            .with_timezone("UTC"),
+        ),
+        repeat(&tags.region, n),
+        repeat(&tags.cluster, n),
+        repeat(&tags.node, n),
+        key_strs(rows, |k| k.observation_point),
+        key_strs(rows, |k| k.signal_source),
+        key_strs(rows, |k| k.l7_protocol),
+    ]
+}
+
+fn leading_key_fields() -> Vec<Field> {
+    vec![
         ts("time"),
         s("region"),
         s("cluster"),
@@ -316,12 +335,18 @@ pub fn application_schema() -> SchemaRef {
         s("observation_point"),
         s("signal_source"),
         s("l7_protocol"),
+    ]
+}
+
+pub fn application_schema() -> SchemaRef {
+    let mut fields = leading_key_fields();
+    fields.extend([
         s("ip"),
         req("server_port", DataType::UInt16),
         s("process_kname"),
         s("auto_service"),
         s("endpoint"),
-    ];
+    ]);
     fields.extend(metric_fields());
     Arc::new(Schema::new(fields))
 }
@@ -331,20 +356,8 @@ pub fn application_batch(
     tags: &NodeTags,
     rows: &[(EdgeKey, RedCounters)],
 ) -> Result<RecordBatch, ArrowError> {
-    let n = rows.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(
-                rows.iter().map(|(k, _)| k.second * 1_000_000),
-            )
-            .with_timezone("UTC"),
-        ),
-        repeat(&tags.region, n),
-        repeat(&tags.cluster, n),
-        repeat(&tags.node, n),
-        key_strs(rows, |k| k.observation_point),
-        key_strs(rows, |k| k.signal_source),
-        key_strs(rows, |k| k.l7_protocol),
+    let mut columns = leading_key_columns(tags, rows);
+    columns.extend::<[ArrayRef; 5]>([
         key_strs(rows, |k| &k.ip_1),
         Arc::new(UInt16Array::from_iter_values(
             rows.iter().map(|(k, _)| k.server_port),
@@ -352,20 +365,14 @@ pub fn application_batch(
         key_strs(rows, |k| &k.process_kname_1),
         key_strs(rows, |k| &k.auto_service_1),
         key_strs(rows, |k| &k.endpoint),
-    ];
+    ]);
     columns.extend(metric_columns(rows));
     RecordBatch::try_new(application_schema(), columns)
 }
 
 pub fn application_map_schema() -> SchemaRef {
-    let mut fields = vec![
-        ts("time"),
-        s("region"),
-        s("cluster"),
-        s("node"),
-        s("observation_point"),
-        s("signal_source"),
-        s("l7_protocol"),
+    let mut fields = leading_key_fields();
+    fields.extend([
         s("ip_0"),
         s("ip_1"),
         req("server_port", DataType::UInt16),
@@ -374,7 +381,7 @@ pub fn application_map_schema() -> SchemaRef {
         s("auto_service_0"),
         s("auto_service_1"),
         s("endpoint"),
-    ];
+    ]);
     fields.extend(metric_fields());
     Arc::new(Schema::new(fields))
 }
@@ -383,20 +390,8 @@ pub fn application_map_batch(
     tags: &NodeTags,
     rows: &[(EdgeKey, RedCounters)],
 ) -> Result<RecordBatch, ArrowError> {
-    let n = rows.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(
-                rows.iter().map(|(k, _)| k.second * 1_000_000),
-            )
-            .with_timezone("UTC"),
-        ),
-        repeat(&tags.region, n),
-        repeat(&tags.cluster, n),
-        repeat(&tags.node, n),
-        key_strs(rows, |k| k.observation_point),
-        key_strs(rows, |k| k.signal_source),
-        key_strs(rows, |k| k.l7_protocol),
+    let mut columns = leading_key_columns(tags, rows);
+    columns.extend::<[ArrayRef; 8]>([
         key_strs(rows, |k| &k.ip_0),
         key_strs(rows, |k| &k.ip_1),
         Arc::new(UInt16Array::from_iter_values(
@@ -407,7 +402,7 @@ pub fn application_map_batch(
         key_strs(rows, |k| &k.auto_service_0),
         key_strs(rows, |k| &k.auto_service_1),
         key_strs(rows, |k| &k.endpoint),
-    ];
+    ]);
     columns.extend(metric_columns(rows));
     RecordBatch::try_new(application_map_schema(), columns)
 }

@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod servers;
+
 /// Fails the test with a clear message when a required program is missing.
 pub fn require(programs: &[&str]) {
     for p in programs {

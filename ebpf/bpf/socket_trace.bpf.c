@@ -13,6 +13,9 @@
  * A record is a struct fm_socket_event (socket_trace.h) followed by payload_len
  * bytes: the contiguous prefix of the bytes the call actually transferred.
  *
+ * TLS plaintext comes from uprobes on OpenSSL (attached per library file from
+ * user space, see the end of this file); those records carry FM_FLAG_TLS.
+ *
  * Rebuild the committed object with ./build.sh after any change here.
  */
 #include "vmlinux.h"
@@ -96,6 +99,57 @@ struct {
 	__type(key, __u64);
 	__type(value, struct fm_active);
 } active SEC(".maps");
+
+/* One OpenSSL call in progress in one thread (uprobe entry to uretprobe). */
+struct fm_tls_call {
+	__u64 enter_ns;
+	__u64 ssl;     /* SSL * argument */
+	__u64 buf;     /* user plaintext buffer */
+	__u64 len_ptr; /* _ex variants: size_t * that receives the byte count; else 0 */
+	__u64 sk;      /* struct sock * of the first traced syscall made inside the call, or 0 */
+	__s32 fd;      /* its fd */
+	__u8 fn;       /* enum fm_syscall: FM_SYS_SSL_* */
+	__u8 _pad[3];
+};
+
+/* LRU so that entries of threads that never return (killed, longjmp) age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct fm_tls_call);
+} tls_calls SEC(".maps");
+
+/* SSL objects are process addresses: the key needs the process. */
+struct fm_tls_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct fm_tls_conn {
+	__u64 sk;
+	__s32 fd;
+	__u32 _pad;
+};
+
+/* (process, SSL *) -> the socket its last syscall-making call used, for calls
+ * that are served from OpenSSL's buffers without a syscall. LRU: SSL_free is
+ * not traced, so entries of finished connections age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct fm_tls_key);
+	__type(value, struct fm_tls_conn);
+} tls_conns SEC(".maps");
+
+/* TLS plaintext that was dropped because its socket could not be identified. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tls_unattributed SEC(".maps");
 
 static __always_inline bool fm_excluded(__u64 pid_tgid)
 {
@@ -283,6 +337,17 @@ static __always_inline __u32 fm_copy_iov(__u8 *dst, __u64 uiov, __u32 iov_count,
 	return off;
 }
 
+/* Inside an OpenSSL call, the first traced data syscall names the call's socket. */
+static __always_inline void fm_tls_note_socket(__u64 pid_tgid, struct sock *sk, __s64 fd)
+{
+	struct fm_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+
+	if (call && !call->sk) {
+		call->sk = (__u64)sk;
+		call->fd = (__s32)fd;
+	}
+}
+
 /* ---- data syscalls ---- */
 
 static __always_inline int fm_enter_data(__s64 fd, __u64 buf, __u64 size, __u32 iov_count, __u64 addr,
@@ -298,6 +363,7 @@ static __always_inline int fm_enter_data(__s64 fd, __u64 buf, __u64 size, __u32 
 	sk = fm_fd_to_sock(fd, &l4_proto);
 	if (!sk)
 		return 0;
+	fm_tls_note_socket(pid_tgid, sk, fd);
 	a.enter_ns = bpf_ktime_get_ns();
 	a.sk = (__u64)sk;
 	a.buf = buf;
@@ -603,4 +669,175 @@ int fm_enter_close(struct trace_event_raw_sys_enter *ctx)
 	if (s)
 		fm_submit(s, 0);
 	return 0;
+}
+
+/* ---- OpenSSL plaintext (uprobes on libssl) ----
+ *
+ * int SSL_write(SSL *ssl, const void *buf, int num);   returns bytes written or <= 0
+ * int SSL_read(SSL *ssl, void *buf, int num);          returns bytes read or <= 0
+ * int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written);   1 or 0
+ * int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes);       1 or 0
+ *
+ * The entry probe parks the call in `tls_calls` (by thread). The OpenSSL
+ * structures are opaque and change between versions, so the socket is not read
+ * from the SSL object: the first traced data syscall the thread makes while
+ * inside the call (fm_tls_note_socket, from the syscall entry programs) records
+ * its fd and struct sock. The return probe emits the plaintext as a DATA event
+ * of that socket and remembers (process, SSL *) -> socket in `tls_conns` for
+ * later calls that make no syscall (served from data OpenSSL already
+ * buffered); such a remembered socket is only used while its fd still resolves
+ * to the same struct sock, since SSL objects are freed and their addresses
+ * reused. Plaintext whose socket is unknown (no syscall yet on this SSL object,
+ * memory BIOs, non-inet sockets) is dropped and counted in `tls_unattributed`.
+ *
+ * The syscalls themselves are still reported, unflagged, with the ciphertext.
+ *
+ * Nested calls in one thread (an SSL_write_ex implemented with SSL_write, TLS
+ * inside TLS through a BIO) share one slot: the innermost call reports, the
+ * outer one finds its slot gone. The same rule makes a library attached twice
+ * (two paths to one file) harmless: both entry probes park the same call, the
+ * first return probe reports it and deletes the slot.
+ */
+
+static __always_inline int fm_tls_enter(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 fn)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_tls_call call = {};
+
+	if (fm_excluded(pid_tgid))
+		return 0;
+	call.enter_ns = bpf_ktime_get_ns();
+	call.ssl = ssl;
+	call.buf = buf;
+	call.len_ptr = len_ptr;
+	call.fd = -1;
+	call.fn = fn;
+	bpf_map_update_elem(&tls_calls, &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void fm_tls_count_unattributed(void)
+{
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&tls_unattributed, &zero);
+
+	if (count)
+		*count += 1;
+}
+
+static __always_inline int fm_tls_exit(long ret, __u8 fn, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	struct fm_tls_key key = {};
+	struct fm_tls_conn conn = {};
+	struct fm_tls_conn *known;
+	struct fm_scratch *s;
+	struct fm_socket_event *e;
+	struct sock *sk;
+	__u64 count;
+	__u32 want, copied = 0;
+	__u8 l4_proto = 0;
+
+	if (!call)
+		return 0;
+	if (call->fn != fn || (int)ret <= 0)
+		goto out;
+	if (fn == FM_SYS_SSL_WRITE_EX || fn == FM_SYS_SSL_READ_EX) {
+		/* 1 on success, the count is in *len_ptr */
+		if (!call->len_ptr || bpf_probe_read_user(&count, sizeof(count), (void *)call->len_ptr))
+			goto out;
+	} else {
+		count = (__u64)(int)ret;
+	}
+	if (count == 0)
+		goto out;
+
+	key.ssl = call->ssl;
+	key.tgid = (__u32)(pid_tgid >> 32);
+	if (call->sk) {
+		conn.sk = call->sk;
+		conn.fd = call->fd;
+		bpf_map_update_elem(&tls_conns, &key, &conn, BPF_ANY);
+	} else {
+		known = bpf_map_lookup_elem(&tls_conns, &key);
+		if (!known) {
+			fm_tls_count_unattributed();
+			goto out;
+		}
+		conn = *known;
+		if ((__u64)fm_fd_to_sock(conn.fd, &l4_proto) != conn.sk) {
+			/* the fd was closed or reused: a stale entry of a freed SSL object */
+			bpf_map_delete_elem(&tls_conns, &key);
+			fm_tls_count_unattributed();
+			goto out;
+		}
+	}
+	sk = (struct sock *)conn.sk;
+
+	s = fm_begin(pid_tgid, sk, conn.fd, FM_KIND_DATA, direction, fn, call->enter_ns);
+	if (!s)
+		goto out;
+	e = &s->hdr;
+	e->flags = FM_FLAG_TLS;
+	e->byte_count = count > 0xffffffffULL ? 0xffffffffU : (__u32)count;
+	want = fm_payload_cap_clamped();
+	if (count < want)
+		want = (__u32)count;
+	want &= FM_CHUNK_MASK; /* no-op: want <= FM_MAX_PAYLOAD */
+	if (bpf_probe_read_user(s->payload, want, (void *)call->buf) == 0)
+		copied = want;
+	e->payload_len = copied;
+	fm_submit(s, copied);
+out:
+	bpf_map_delete_elem(&tls_calls, &pid_tgid);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(fm_ssl_write_enter, void *ssl, const void *buf)
+{
+	return fm_tls_enter((__u64)ssl, (__u64)buf, 0, FM_SYS_SSL_WRITE);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(fm_ssl_write_exit, int ret)
+{
+	return fm_tls_exit(ret, FM_SYS_SSL_WRITE, FM_DIR_EGRESS);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(fm_ssl_read_enter, void *ssl, void *buf)
+{
+	return fm_tls_enter((__u64)ssl, (__u64)buf, 0, FM_SYS_SSL_READ);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(fm_ssl_read_exit, int ret)
+{
+	return fm_tls_exit(ret, FM_SYS_SSL_READ, FM_DIR_INGRESS);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(fm_ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return fm_tls_enter((__u64)ssl, (__u64)buf, (__u64)written, FM_SYS_SSL_WRITE_EX);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(fm_ssl_write_ex_exit, int ret)
+{
+	return fm_tls_exit(ret, FM_SYS_SSL_WRITE_EX, FM_DIR_EGRESS);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(fm_ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return fm_tls_enter((__u64)ssl, (__u64)buf, (__u64)readbytes, FM_SYS_SSL_READ_EX);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(fm_ssl_read_ex_exit, int ret)
+{
+	return fm_tls_exit(ret, FM_SYS_SSL_READ_EX, FM_DIR_INGRESS);
 }

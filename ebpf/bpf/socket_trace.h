@@ -35,7 +35,21 @@ enum fm_syscall {
 	FM_SYS_ACCEPT,
 	FM_SYS_ACCEPT4,
 	FM_SYS_CLOSE,
+	/* FM_FLAG_TLS events: the OpenSSL call whose plaintext the event carries */
+	FM_SYS_SSL_WRITE,
+	FM_SYS_SSL_READ,
+	FM_SYS_SSL_WRITE_EX,
+	FM_SYS_SSL_READ_EX,
 };
+
+/*
+ * struct fm_socket_event.flags. FM_FLAG_TLS: a DATA event whose payload is TLS
+ * plaintext, captured by uprobes on OpenSSL's SSL_write/SSL_read(_ex) of the
+ * socket the other fields identify. The same socket also produces unflagged DATA
+ * events for the ciphertext its syscalls carry: the two are separate byte
+ * streams and must be reassembled separately.
+ */
+#define FM_FLAG_TLS 1
 
 /*
  * No interior padding: sizeof is 112 (106 bytes of fields, then 6 bytes of
@@ -49,16 +63,18 @@ struct fm_socket_event {
 	__u32 tgid;
 	__u32 tid;
 	__s32 fd;
-	__u32 byte_count;  /* DATA: bytes transferred (the syscall's return value); else 0 */
+	__u32 byte_count;  /* DATA: bytes transferred (the syscall's return value, or the plaintext
+			    * bytes of an FM_FLAG_TLS event); else 0 */
 	__u32 payload_len; /* bytes of payload that follow this header; <= byte_count and <= payload cap */
 	__u32 tcp_seq;     /* TCP only: sequence number of the first byte: tcp_sock.write_seq read at
-			    * ENTRY for egress, tcp_sock.copied_seq read at ENTRY for ingress; 0 otherwise */
+			    * ENTRY for egress, tcp_sock.copied_seq read at ENTRY for ingress; 0 otherwise,
+			    * and 0 for FM_FLAG_TLS events (plaintext bytes have no sequence numbers) */
 	__u8 kind;         /* enum fm_kind */
 	__u8 direction;    /* enum fm_direction */
 	__u8 family;       /* AF_INET (2) or AF_INET6 (10) */
 	__u8 l4_proto;     /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
 	__u8 syscall;      /* enum fm_syscall */
-	__u8 _pad[1];
+	__u8 flags;        /* FM_FLAG_* */
 	__u16 local_port;  /* host byte order */
 	__u16 remote_port; /* host byte order */
 	__u8 local_addr[16]; /* IPv4: first 4 bytes, network order; IPv6: 16 bytes */

@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::path::PathBuf;
 
 /// Everything that can go wrong in this crate. Messages are lowercase and name
 /// the object involved; the aya error (with the verifier log for a rejected
@@ -32,7 +33,7 @@ pub enum EbpfError {
     },
 
     /// The embedded object lacks a program this loader expects (a stale object).
-    #[error("eBPF object {object} has no tracepoint program {program}")]
+    #[error("eBPF object {object} has no program {program}")]
     MissingProgram {
         /// File name of the embedded object.
         object: &'static str,
@@ -69,6 +70,41 @@ pub enum EbpfError {
         /// The underlying aya error.
         #[source]
         source: aya::programs::ProgramError,
+    },
+
+    /// Attaching a loaded uprobe program to a function of a library failed.
+    #[error("failed to attach uprobe {program} to {symbol} in {}", library.display())]
+    UprobeAttach {
+        /// The program (C function) name.
+        program: &'static str,
+        /// The function in the library, e.g. "SSL_write".
+        symbol: &'static str,
+        /// The library file.
+        library: PathBuf,
+        /// The underlying aya error (boxed: it is large, and this variant
+        /// already carries a path).
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+
+    /// A library given for TLS capture could not be opened.
+    #[error("failed to open tls library {}", library.display())]
+    TlsLibrary {
+        /// The library path as given.
+        library: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A library given for TLS capture exports none of the hooked OpenSSL functions.
+    #[error(
+        "tls library {} exports none of SSL_write, SSL_read, SSL_write_ex, SSL_read_ex",
+        library.display()
+    )]
+    NoTlsSymbols {
+        /// The library path as given.
+        library: PathBuf,
     },
 
     /// Opening or reading a map failed.

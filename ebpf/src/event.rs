@@ -18,6 +18,15 @@ pub const IPPROTO_TCP: u8 = 6;
 /// `IPPROTO_UDP` as carried in [`SocketEventHeader::l4_proto`].
 pub const IPPROTO_UDP: u8 = 17;
 
+/// [`SocketEventHeader::flags`] bit `FM_FLAG_TLS`: a data event whose payload is
+/// TLS plaintext, captured in OpenSSL (`SSL_write`, `SSL_read` and their `_ex`
+/// variants) for the socket the header names.
+///
+/// The same socket also produces unflagged data events for the ciphertext its
+/// syscalls carry. The two are separate byte streams: reassemble and parse
+/// them apart, keyed by `(sock_id, is_tls())`.
+pub const FLAG_TLS: u8 = 1;
+
 /// `struct fm_socket_event`: the fixed header of every ring-buffer record; the
 /// record continues with `payload_len` payload bytes.
 ///
@@ -39,13 +48,15 @@ pub struct SocketEventHeader {
     pub tid: u32,
     /// The socket's file descriptor in `tgid` (the new fd for accept).
     pub fd: i32,
-    /// Data events: bytes transferred (the syscall's return value); otherwise 0.
+    /// Data events: bytes transferred (the syscall's return value, or the
+    /// plaintext bytes of a [`FLAG_TLS`] event); otherwise 0.
     pub byte_count: u32,
     /// Payload bytes following the header: `<= byte_count` and `<=` the payload cap.
     pub payload_len: u32,
     /// TCP only: sequence number of the first transferred byte (`write_seq` at
     /// entry for egress, `copied_seq` at entry for ingress); 0 otherwise. The
     /// sender's egress value equals the receiver's ingress value for the same byte.
+    /// Always 0 for [`FLAG_TLS`] events: plaintext has no sequence numbers.
     pub tcp_seq: u32,
     /// [`EventKind`] as `u8`.
     pub kind: u8,
@@ -55,10 +66,10 @@ pub struct SocketEventHeader {
     pub family: u8,
     /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
     pub l4_proto: u8,
-    /// [`SyscallKind`] as `u8`.
+    /// [`SyscallKind`] as `u8` (for [`FLAG_TLS`] events, the OpenSSL function).
     pub syscall: u8,
-    /// Padding, always 0.
-    pub _pad: [u8; 1],
+    /// `FLAG_*` bits ([`FLAG_TLS`]); unknown bits are reserved, 0 today.
+    pub flags: u8,
     /// Local port, host byte order.
     pub local_port: u16,
     /// Remote port, host byte order (0 for an unconnected UDP socket without a
@@ -131,6 +142,12 @@ impl SocketEventHeader {
     /// Whether this is a UDP socket.
     pub fn is_udp(&self) -> bool {
         self.l4_proto == IPPROTO_UDP
+    }
+
+    /// Whether this data event carries TLS plaintext ([`FLAG_TLS`]) rather than
+    /// the bytes a syscall moved.
+    pub fn is_tls(&self) -> bool {
+        self.flags & FLAG_TLS != 0
     }
 }
 
@@ -216,7 +233,8 @@ u8_enum! {
 }
 
 u8_enum! {
-    /// `enum fm_syscall`.
+    /// `enum fm_syscall`: the call that moved the bytes, a syscall or (for
+    /// [`FLAG_TLS`] events) an OpenSSL function.
     SyscallKind {
         /// `read(2)`.
         Read = 0,
@@ -244,6 +262,14 @@ u8_enum! {
         Accept4 = 11,
         /// `close(2)`.
         Close = 12,
+        /// OpenSSL `SSL_write` ([`FLAG_TLS`] events only).
+        SslWrite = 13,
+        /// OpenSSL `SSL_read` ([`FLAG_TLS`] events only).
+        SslRead = 14,
+        /// OpenSSL `SSL_write_ex` ([`FLAG_TLS`] events only).
+        SslWriteEx = 15,
+        /// OpenSSL `SSL_read_ex` ([`FLAG_TLS`] events only).
+        SslReadEx = 16,
     }
 }
 
@@ -287,7 +313,7 @@ pub(crate) fn encode(h: &SocketEventHeader) -> Vec<u8> {
     put(offset_of!(SocketEventHeader, family), &[h.family]);
     put(offset_of!(SocketEventHeader, l4_proto), &[h.l4_proto]);
     put(offset_of!(SocketEventHeader, syscall), &[h.syscall]);
-    put(offset_of!(SocketEventHeader, _pad), &h._pad);
+    put(offset_of!(SocketEventHeader, flags), &[h.flags]);
     put(
         offset_of!(SocketEventHeader, local_port),
         &h.local_port.to_ne_bytes(),
@@ -351,10 +377,11 @@ mod tests {
         assert!(Direction::try_from(3).is_err());
         assert_eq!(SyscallKind::try_from(8), Ok(SyscallKind::Sendfile));
         assert_eq!(SyscallKind::try_from(12), Ok(SyscallKind::Close));
-        let err = SyscallKind::try_from(13)
+        assert_eq!(SyscallKind::try_from(16), Ok(SyscallKind::SslReadEx));
+        let err = SyscallKind::try_from(17)
             .map(|_| ())
             .map_err(|e| e.to_string());
-        assert_eq!(err, Err("invalid SyscallKind value 13".to_string()));
+        assert_eq!(err, Err("invalid SyscallKind value 17".to_string()));
     }
 
     #[test]
@@ -396,5 +423,20 @@ mod tests {
         assert_eq!(h.data_direction(), Some(Direction::Ingress));
         assert_eq!(h.syscall_kind(), Some(SyscallKind::Recvfrom));
         assert!(h.is_tcp() && !h.is_udp());
+        assert!(!h.is_tls());
+    }
+
+    #[test]
+    fn the_tls_flag_survives_a_round_trip() {
+        let mut h = header();
+        h.flags = FLAG_TLS;
+        h.syscall = SyscallKind::SslWriteEx.into();
+        h.direction = Direction::Egress.into();
+        h.tcp_seq = 0;
+        let bytes = encode(&h);
+        let copied = SocketEventHeader::read_from(&bytes).expect("a full header");
+        assert!(copied.is_tls());
+        assert_eq!(copied.syscall_kind(), Some(SyscallKind::SslWriteEx));
+        assert_eq!(copied, h);
     }
 }

@@ -1,6 +1,8 @@
 //! Loading the embedded object, attaching its tracepoints and draining the ring buffer.
 
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +13,13 @@ use tracing::{debug, info, warn};
 
 use crate::error::EbpfError;
 use crate::event::{EventKind, HEADER_LEN, MAX_PAYLOAD, SocketEventHeader};
+use crate::tls::{
+    FileId, TLS_PROBES, TlsLibrary, UprobeAttach, attach_uprobe, detach_uprobe, find_libssl_paths,
+    load_uprobe,
+};
 
 /// File name of the embedded object, for messages.
-const OBJECT_NAME: &str = "socket_trace.bpf.o";
+pub(crate) const OBJECT_NAME: &str = "socket_trace.bpf.o";
 
 /// The object built by `bpf/build.sh`, 8-byte aligned as the ELF parser needs.
 #[repr(C, align(8))]
@@ -59,6 +65,7 @@ const TRACEPOINTS: &[(&str, &str)] = &[
 
 const EVENTS_MAP: &str = "events";
 const LOST_EVENTS_MAP: &str = "lost_events";
+const TLS_UNATTRIBUTED_MAP: &str = "tls_unattributed";
 const EXCLUDE_TGID_GLOBAL: &str = "fm_exclude_tgid";
 const PAYLOAD_CAP_GLOBAL: &str = "fm_payload_cap";
 
@@ -129,17 +136,26 @@ pub struct SocketEvent<'a> {
 /// Owns the kernel programs (dropping it detaches them), the `events` ring
 /// buffer and the `lost_events` counter. It is `Send`, to be moved to a
 /// dedicated capture thread; it is drained with [`SocketTracer::poll`].
+///
+/// TLS plaintext capture is off until libssl files are attached with
+/// [`SocketTracer::attach_tls`] or [`SocketTracer::attach_tls_discovered`].
 pub struct SocketTracer {
     events: RingBuf<MapData>,
     lost_events: PerCpuArray<MapData, u64>,
+    tls_unattributed: PerCpuArray<MapData, u64>,
+    /// libssl files with probes attached, by file identity.
+    tls_libraries: HashMap<FileId, TlsLibrary>,
+    /// Discovered files whose attachment failed; not retried by
+    /// [`SocketTracer::attach_tls_discovered`] (a replaced file has a new identity).
+    tls_failed: HashSet<FileId>,
     malformed_events: u64,
     /// Bytes drained per poll call at most, so a caller under sustained load
     /// still gets control back (to check for shutdown, flush, ...).
     drain_budget_bytes: usize,
     clock_offset_ns: i128,
     config: TracerConfig,
-    /// Keeps the programs and their tracepoint links alive.
-    _ebpf: Ebpf,
+    /// Owns the programs and their tracepoint and uprobe links.
+    ebpf: Ebpf,
 }
 
 const _: () = {
@@ -151,6 +167,7 @@ impl std::fmt::Debug for SocketTracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketTracer")
             .field("config", &self.config)
+            .field("tls_libraries", &self.tls_libraries.values())
             .field("malformed_events", &self.malformed_events)
             .field("clock_offset_ns", &self.clock_offset_ns)
             .finish_non_exhaustive()
@@ -158,7 +175,8 @@ impl std::fmt::Debug for SocketTracer {
 }
 
 impl SocketTracer {
-    /// Load the embedded object, set globals, create maps, attach every tracepoint.
+    /// Load the embedded object, set globals, create maps, attach every
+    /// tracepoint, and load (without attaching) the OpenSSL uprobe programs.
     ///
     /// Needs root (CAP_BPF + CAP_PERFMON); without it the error is
     /// [`EbpfError::PermissionDenied`]. Mounts tracefs at /sys/kernel/tracing
@@ -190,12 +208,22 @@ impl SocketTracer {
         for &(program_name, tracepoint) in TRACEPOINTS {
             attach(&mut ebpf, program_name, tracepoint)?;
         }
+        // Loaded now so that a verifier rejection surfaces here, not on the
+        // first attach_tls.
+        for probe in &TLS_PROBES {
+            load_uprobe(&mut ebpf, probe.entry_program)?;
+            load_uprobe(&mut ebpf, probe.return_program)?;
+        }
 
         let events = take_map(&mut ebpf, EVENTS_MAP).and_then(|map| {
             RingBuf::try_from(map).map_err(|source| map_error("open", EVENTS_MAP, source))
         })?;
         let lost_events = take_map(&mut ebpf, LOST_EVENTS_MAP).and_then(|map| {
             PerCpuArray::try_from(map).map_err(|source| map_error("open", LOST_EVENTS_MAP, source))
+        })?;
+        let tls_unattributed = take_map(&mut ebpf, TLS_UNATTRIBUTED_MAP).and_then(|map| {
+            PerCpuArray::try_from(map)
+                .map_err(|source| map_error("open", TLS_UNATTRIBUTED_MAP, source))
         })?;
 
         debug!(
@@ -208,12 +236,141 @@ impl SocketTracer {
         Ok(SocketTracer {
             events,
             lost_events,
+            tls_unattributed,
+            tls_libraries: HashMap::new(),
+            tls_failed: HashSet::new(),
             malformed_events: 0,
             drain_budget_bytes: config.ring_buffer_bytes as usize,
             clock_offset_ns,
             config,
-            _ebpf: ebpf,
+            ebpf,
         })
+    }
+
+    /// Capture TLS plaintext of every process that uses the OpenSSL `library`
+    /// (a libssl shared object), now and later: attaches uprobes to its
+    /// `SSL_write`, `SSL_read`, `SSL_write_ex` and `SSL_read_ex` for all processes.
+    ///
+    /// Their data events carry [`FLAG_TLS`](crate::FLAG_TLS), the socket of the
+    /// connection (fd, `sock_id`, addresses, as its syscall events) and
+    /// `tcp_seq` 0. Functions the library lacks (no `_ex` before OpenSSL 1.1.1)
+    /// are skipped; a library with none of them is an error
+    /// ([`EbpfError::NoTlsSymbols`]). Idempotent per file: a second call for a
+    /// path to an already attached file (same device and inode) does nothing.
+    /// On error nothing stays attached for `library`.
+    ///
+    /// Calls already in progress when the probes are attached are not seen.
+    /// Plaintext whose socket cannot be identified (see
+    /// [`Self::unattributed_tls_events`]) is dropped.
+    pub fn attach_tls(&mut self, library: &Path) -> Result<(), EbpfError> {
+        let metadata = std::fs::metadata(library).map_err(|source| EbpfError::TlsLibrary {
+            library: library.to_path_buf(),
+            source,
+        })?;
+        if !metadata.is_file() {
+            return Err(EbpfError::TlsLibrary {
+                library: library.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
+        let file_id = FileId::of(&metadata);
+        if self.tls_libraries.contains_key(&file_id) {
+            return Ok(());
+        }
+
+        let mut links = Vec::new();
+        let mut symbols = Vec::new();
+        for probe in &TLS_PROBES {
+            // Return probe first: an entry without its return probe would park
+            // calls that nothing reports.
+            let mut attached = Vec::with_capacity(2);
+            for program in [probe.return_program, probe.entry_program] {
+                match attach_uprobe(&mut self.ebpf, program, probe.symbol, library) {
+                    Ok(UprobeAttach::Attached(link)) => attached.push((program, link)),
+                    Ok(UprobeAttach::MissingSymbol) => break,
+                    Err(error) => {
+                        links.extend(attached);
+                        self.detach_all(links);
+                        return Err(error);
+                    }
+                }
+            }
+            if attached.len() == 2 {
+                symbols.push(probe.symbol);
+                links.extend(attached);
+            } else {
+                debug!(library = %library.display(), symbol = probe.symbol, "tls library lacks symbol");
+                self.detach_all(attached);
+            }
+        }
+        if symbols.is_empty() {
+            self.detach_all(links);
+            return Err(EbpfError::NoTlsSymbols {
+                library: library.to_path_buf(),
+            });
+        }
+        info!(library = %library.display(), ?symbols, "tls probes attached");
+        self.tls_libraries.insert(
+            file_id,
+            TlsLibrary {
+                path: library.to_path_buf(),
+                symbols,
+            },
+        );
+        Ok(())
+    }
+
+    fn detach_all(&mut self, links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>) {
+        for (program, link) in links {
+            detach_uprobe(&mut self.ebpf, program, link);
+        }
+    }
+
+    /// Attaches TLS capture ([`Self::attach_tls`]) to every libssl file that
+    /// [`find_libssl_paths`](crate::find_libssl_paths) finds and that is not
+    /// attached yet; returns how many were newly attached.
+    ///
+    /// Meant to be called every few seconds, so that programs started later
+    /// with a libssl of their own (containers, vendored OpenSSL) are covered.
+    /// A file that fails to attach is logged and not tried again; only a
+    /// permission error is returned.
+    pub fn attach_tls_discovered(&mut self) -> Result<usize, EbpfError> {
+        let mut attached = 0;
+        for library in find_libssl_paths() {
+            let Ok(metadata) = std::fs::metadata(&library) else {
+                continue;
+            };
+            let file_id = FileId::of(&metadata);
+            if self.tls_libraries.contains_key(&file_id) || self.tls_failed.contains(&file_id) {
+                continue;
+            }
+            match self.attach_tls(&library) {
+                Ok(()) => attached += 1,
+                Err(error) if error.is_permission_denied() => return Err(error),
+                Err(error) => {
+                    warn!(library = %library.display(), %error, "tls capture not attached to library");
+                    self.tls_failed.insert(file_id);
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    /// The libssl files TLS capture is attached to.
+    pub fn tls_libraries(&self) -> impl Iterator<Item = &TlsLibrary> {
+        self.tls_libraries.values()
+    }
+
+    /// TLS plaintext the kernel dropped because it could not tell the socket,
+    /// summed over CPUs: a call on a connection whose earlier calls were not
+    /// seen (already open when the probes were attached) that made no syscall,
+    /// or OpenSSL over memory BIOs or non-inet sockets.
+    pub fn unattributed_tls_events(&self) -> Result<u64, EbpfError> {
+        let per_cpu = self
+            .tls_unattributed
+            .get(&0, 0)
+            .map_err(|source| map_error("read", TLS_UNATTRIBUTED_MAP, source))?;
+        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
     }
 
     /// Blocking: wait up to `timeout` for the ring buffer to become readable

@@ -30,7 +30,7 @@ fn rust_fields() -> Vec<(&'static str, usize, usize)> {
         family: u8,
         l4_proto: u8,
         syscall: u8,
-        _pad: [u8; 1],
+        flags: u8,
         local_port: u16,
         remote_port: u16,
         local_addr: [u8; 16],

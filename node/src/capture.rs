@@ -41,6 +41,8 @@ pub struct CaptureStats {
     pub dropped_rows: AtomicU64,
     pub sockets: AtomicU64,
     pub evicted_sockets: AtomicU64,
+    pub evicted_endpoints: AtomicU64,
+    pub red_overflow_rows: AtomicU64,
     pub parse_errors: AtomicU64,
     pub resyncs: AtomicU64,
     pub dropped_requests: AtomicU64,
@@ -80,9 +82,10 @@ impl CaptureRunner {
             Arc::clone(&stats),
         );
         let interval = config.batch_interval;
+        let tls = config.tls;
         let thread = std::thread::Builder::new()
             .name("flowmesh-capture".into())
-            .spawn(move || run(tracer, processor, stats, output, cancel, interval))
+            .spawn(move || run(tracer, processor, stats, output, cancel, interval, tls))
             .map_err(|source| NodeError::Io {
                 action: "spawn capture thread",
                 source,
@@ -137,12 +140,14 @@ pub fn view<'a>(ev: &SocketEvent<'a>, comm: &'a str, offset: i128) -> Option<Soc
         tgid: h.tgid,
         tid: h.tid,
         byte_count: h.byte_count,
-        tcp_seq: if transport == Transport::Tcp {
+        // plaintext from the TLS uprobes has no TCP sequence of its own
+        tcp_seq: if transport == Transport::Tcp && !h.is_tls() {
             Some(h.tcp_seq)
         } else {
             None
         },
         transport,
+        is_tls: h.is_tls(),
         local: SocketAddr::new(h.local_ip(), h.local_port),
         remote: SocketAddr::new(h.remote_ip(), h.remote_port),
         comm,
@@ -157,6 +162,10 @@ fn now_unix_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// How often /proc is scanned for newly loaded libssl copies.
+const TLS_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+#[allow(clippy::too_many_arguments)]
 fn run(
     mut tracer: SocketTracer,
     mut processor: CaptureProcessor,
@@ -164,9 +173,11 @@ fn run(
     output: mpsc::Sender<RowBatches>,
     cancel: CancellationToken,
     interval: Duration,
+    tls: bool,
 ) {
     let offset = tracer.clock_offset_ns();
     let mut last_tick = Instant::now();
+    let mut last_tls_scan: Option<Instant> = None;
     let poll_timeout = interval.min(Duration::from_millis(100));
     while !cancel.is_cancelled() {
         let polled = tracer.poll(poll_timeout, |ev| {
@@ -181,6 +192,15 @@ fn run(
         if let Err(e) = polled {
             warn!(error = %e, "ring buffer poll failed");
             std::thread::sleep(Duration::from_millis(100));
+        }
+        if tls && last_tls_scan.is_none_or(|t| t.elapsed() >= TLS_SCAN_INTERVAL) {
+            // processes that load libssl later are covered by the next scan
+            last_tls_scan = Some(Instant::now());
+            match tracer.attach_tls_discovered() {
+                Ok(0) => {}
+                Ok(n) => info!(libraries = n, "attached TLS uprobes"),
+                Err(e) => warn!(error = %e, "failed to attach TLS uprobes"),
+            }
         }
         if last_tick.elapsed() >= interval {
             last_tick = Instant::now();

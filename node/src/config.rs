@@ -50,6 +50,8 @@ impl Default for HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
     pub enabled: bool,
+    /// Also capture TLS plaintext through uprobes on OpenSSL (libssl) in every process.
+    pub tls: bool,
     /// Payload bytes captured per syscall (at most 4096).
     pub payload_cap_bytes: u32,
     /// Kernel ring buffer size; events that do not fit are dropped and counted.
@@ -73,6 +75,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            tls: true,
             payload_cap_bytes: 1024,
             ring_buffer_bytes: 32 << 20,
             max_sockets: 65_536,

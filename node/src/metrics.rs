@@ -114,6 +114,18 @@ impl Metrics {
                 v(&c.evicted_sockets),
             ),
             (
+                "flowmesh_capture_evicted_endpoints_total",
+                "counter",
+                "Socket owners forgotten because the endpoint map was full.",
+                v(&c.evicted_endpoints),
+            ),
+            (
+                "flowmesh_capture_red_overflow_rows_total",
+                "counter",
+                "Rows not aggregated into RED metrics because a second had too many keys.",
+                v(&c.red_overflow_rows),
+            ),
+            (
                 "flowmesh_capture_parse_errors_total",
                 "counter",
                 "Protocol parse errors on closed sockets.",

@@ -21,6 +21,9 @@ use crate::tables::{
 
 /// How long a closed socket's owner stays known, so that the peer's late rows still find it.
 const CLOSED_ENDPOINT_GRACE_NS: u64 = 10_000_000_000;
+/// Distinct RED keys held per table between flushes; beyond this a row still goes to
+/// `l7_flow_log` but is not aggregated (and is counted).
+const MAX_RED_KEYS: usize = 200_000;
 
 /// What happened on a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct SocketEventView<'a> {
     pub byte_count: u32,
     pub tcp_seq: Option<u32>,
     pub transport: Transport,
+    /// Plaintext seen through the OpenSSL uprobes (kept apart from the socket's ciphertext).
+    pub is_tls: bool,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// The thread's name, used when /proc no longer knows the process.
@@ -78,6 +83,7 @@ struct SocketState {
     conversation: Conversation,
     tgid: u32,
     sock_id: u64,
+    is_tls: bool,
     local: SocketAddr,
     remote: SocketAddr,
     transport: Transport,
@@ -95,7 +101,7 @@ pub struct CaptureProcessor {
     config: ProcessorConfig,
     tags: NodeTags,
     stats: Arc<CaptureStats>,
-    sockets: HashMap<(u32, u64), SocketState>,
+    sockets: HashMap<(u32, u64, bool), SocketState>,
     endpoints: HashMap<(SocketAddr, SocketAddr), Endpoint>,
     procs: ProcNames,
     rows: Vec<L7Row>,
@@ -137,16 +143,19 @@ impl CaptureProcessor {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         let local = canonical(ev.local);
         let remote = canonical(ev.remote);
-        let key = (ev.tgid, ev.sock_id);
+        let key = (ev.tgid, ev.sock_id, ev.is_tls);
         match ev.kind {
             EventKind::Connect | EventKind::Accept => {
                 self.remember_endpoint(ev, local, remote);
             }
             EventKind::Close => {
-                if let Some(mut state) = self.sockets.remove(&key) {
-                    state.conversation.close(ev.exit_ns, &mut self.records);
-                    self.retire(&state);
-                    self.drain_records(&state);
+                // a close ends both the ciphertext and the plaintext view of the socket
+                for key in [(ev.tgid, ev.sock_id, false), (ev.tgid, ev.sock_id, true)] {
+                    if let Some(mut state) = self.sockets.remove(&key) {
+                        state.conversation.close(ev.exit_ns, &mut self.records);
+                        self.retire(&state);
+                        self.drain_records(&state);
+                    }
                 }
                 if let Some(ep) = self.endpoints.get_mut(&(local, remote))
                     && ep.tgid == ev.tgid
@@ -172,6 +181,7 @@ impl CaptureProcessor {
                             conversation,
                             tgid: ev.tgid,
                             sock_id: ev.sock_id,
+                            is_tls: ev.is_tls,
                             local,
                             remote,
                             transport: ev.transport,
@@ -332,7 +342,7 @@ impl CaptureProcessor {
             client_port: client.port(),
             server_port: server.port(),
             protocol: socket.transport.as_str(),
-            is_tls: false,
+            is_tls: socket.is_tls,
             process_id_0: pid_0,
             process_id_1: pid_1,
             auto_service_0: Arc::clone(&name_0),
@@ -381,6 +391,13 @@ impl CaptureProcessor {
             ..edge.clone()
         };
         let has_response = row.response_code.is_some();
+        let full = |map: &HashMap<EdgeKey, RedCounters>, key: &EdgeKey| {
+            map.len() >= MAX_RED_KEYS && !map.contains_key(key)
+        };
+        if full(&self.application_map, &edge) || full(&self.application, &server_side) {
+            self.stats.red_overflow_rows.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.application_map.entry(edge).or_default().add(
             row.response_status,
             row.response_duration_us,
@@ -412,7 +429,10 @@ impl CaptureProcessor {
         }
         for (socket, records) in expired {
             if records.is_empty() {
-                if let Some(mut state) = self.sockets.remove(&(socket.tgid, socket.sock_id)) {
+                if let Some(mut state) =
+                    self.sockets
+                        .remove(&(socket.tgid, socket.sock_id, socket.is_tls))
+                {
                     state.conversation.close(now_ns, &mut self.records);
                     self.retire(&state);
                     self.drain_records_for(socket);
@@ -426,6 +446,13 @@ impl CaptureProcessor {
             e.closed_at_ns
                 .is_none_or(|t| now_ns.saturating_sub(t) < CLOSED_ENDPOINT_GRACE_NS)
         });
+        // Sockets whose close was never seen leave entries behind: keep the map bounded.
+        if self.endpoints.len() > self.config.max_sockets.saturating_mul(4) {
+            self.stats
+                .evicted_endpoints
+                .fetch_add(self.endpoints.len() as u64, Ordering::Relaxed);
+            self.endpoints.clear();
+        }
         self.stats
             .sockets
             .store(self.sockets.len() as u64, Ordering::Relaxed);
@@ -474,6 +501,7 @@ impl CaptureProcessor {
 struct SocketSnapshot {
     tgid: u32,
     sock_id: u64,
+    is_tls: bool,
     local: SocketAddr,
     remote: SocketAddr,
     transport: Transport,
@@ -484,9 +512,188 @@ impl SocketSnapshot {
         Self {
             tgid: state.tgid,
             sock_id: state.sock_id,
+            is_tls: state.is_tls,
             local: state.local,
             remote: state.remote,
             transport: state.transport,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use datafusion::arrow::array::{AsArray, UInt32Array};
+
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_000 * SECOND;
+
+    fn processor() -> CaptureProcessor {
+        CaptureProcessor::new(
+            ProcessorConfig {
+                max_sockets: 16,
+                request_timeout_ns: 30 * SECOND,
+                socket_idle_timeout_ns: 300 * SECOND,
+            },
+            NodeTags {
+                region: "r".into(),
+                cluster: "c".into(),
+                node: "n".into(),
+            },
+            Arc::new(CaptureStats::default()),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ev<'a>(
+        kind: EventKind,
+        t: u64,
+        tgid: u32,
+        sock_id: u64,
+        local: &str,
+        remote: &str,
+        seq: u32,
+        payload: &'a [u8],
+    ) -> SocketEventView<'a> {
+        SocketEventView {
+            kind,
+            enter_ns: t,
+            exit_ns: t + 1000,
+            sock_id,
+            tgid,
+            tid: tgid,
+            byte_count: payload.len() as u32,
+            tcp_seq: Some(seq),
+            transport: Transport::Tcp,
+            is_tls: false,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            comm: if tgid == 100 {
+                "client-proc"
+            } else {
+                "server-proc"
+            },
+            payload,
+        }
+    }
+
+    #[test]
+    fn both_ends_on_one_host_give_two_rows_with_both_pids_and_red_metrics() {
+        let mut p = processor();
+        let (c, s) = ("127.0.0.1:40000", "[::ffff:127.0.0.1]:8080");
+        let req = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        let resp = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno";
+        use Direction::{Egress, Ingress};
+        p.on_event(&ev(
+            EventKind::Connect,
+            T0,
+            100,
+            1,
+            c,
+            "127.0.0.1:8080",
+            0,
+            b"",
+        ));
+        p.on_event(&ev(
+            EventKind::Data(Egress),
+            T0 + 10,
+            100,
+            1,
+            c,
+            "127.0.0.1:8080",
+            500,
+            req,
+        ));
+        p.on_event(&ev(
+            EventKind::Data(Ingress),
+            T0 + 20,
+            200,
+            2,
+            s,
+            "[::ffff:127.0.0.1]:40000",
+            500,
+            req,
+        ));
+        p.on_event(&ev(
+            EventKind::Data(Egress),
+            T0 + 30,
+            200,
+            2,
+            s,
+            "[::ffff:127.0.0.1]:40000",
+            900,
+            resp,
+        ));
+        p.on_event(&ev(
+            EventKind::Data(Ingress),
+            T0 + 40,
+            100,
+            1,
+            c,
+            "127.0.0.1:8080",
+            900,
+            resp,
+        ));
+
+        // the RED second is still open: only the two flow-log rows come out
+        let out = p.tick(T0 + SECOND / 2, false);
+        assert_eq!(out.len(), 1);
+        let (table, batch) = &out[0];
+        assert_eq!(table, L7_FLOW_LOG);
+        assert_eq!(batch.num_rows(), 2);
+        let col = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let points = col("observation_point");
+        let points: Vec<_> = points.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(points, vec!["server", "client"]);
+        for name in ["process_id_0", "process_id_1"] {
+            let pids = col(name);
+            let pids = pids.as_any().downcast_ref::<UInt32Array>().unwrap();
+            let want = if name.ends_with('0') { 100 } else { 200 };
+            assert!(pids.iter().all(|p| p == Some(want)), "{name}: {pids:?}");
+        }
+        let ips = col("ip_1");
+        assert!(
+            ips.as_string::<i32>()
+                .iter()
+                .all(|ip| ip == Some("127.0.0.1")),
+            "mapped IPv6 is shown as IPv4"
+        );
+
+        // once the second has closed, one application row per observation point
+        let out = p.tick(T0 + 2 * SECOND + 1, false);
+        let tables: Vec<&str> = out.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(tables, vec![APPLICATION, APPLICATION_MAP]);
+        let app = &out[0].1;
+        assert_eq!(app.num_rows(), 2);
+        let errors = app.column_by_name("server_error").unwrap();
+        let errors = errors.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        assert_eq!(errors.iter().flatten().sum::<u64>(), 2);
+        assert_eq!(p.stats.rows.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn sockets_over_the_limit_are_evicted_and_counted() {
+        let mut p = processor();
+        for i in 0..20u64 {
+            let local = format!("127.0.0.1:{}", 41000 + i);
+            p.on_event(&ev(
+                EventKind::Data(Direction::Egress),
+                T0 + i,
+                100,
+                i,
+                &local,
+                "127.0.0.1:80",
+                1,
+                b"x",
+            ));
+        }
+        assert_eq!(p.sockets.len(), 16);
+        assert_eq!(p.stats.evicted_sockets.load(Ordering::Relaxed), 4);
+        // idle sockets are forgotten by tick
+        let _ = p.tick(T0 + 400 * SECOND, false);
+        assert!(p.sockets.is_empty());
     }
 }

@@ -5,9 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root "the test suite"
-# clang-19/llvm-19/libbpf-dev: the freshness check rebuilds the committed eBPF object;
-# nginx, curl, apache2-utils (ab), procps (pgrep), python3: real servers and clients.
-apt_install clang-19 llvm-19 libbpf-dev nginx curl apache2-utils procps python3 ca-certificates
+# clang-19/llvm-19/libbpf-dev: the freshness check rebuilds the committed eBPF object.
+# The rest are the real servers and clients of the end-to-end tests (their services are
+# not started: each test runs its own instance on a loopback port).
+apt_install clang-19 llvm-19 libbpf-dev ca-certificates procps python3 openssl \
+    nginx curl apache2-utils \
+    redis-server redis-tools memcached \
+    postgresql postgresql-contrib mariadb-server mariadb-client \
+    dnsmasq-base dnsutils mosquitto mosquitto-clients
 # Test binaries run one after another (each may load eBPF programs); tests inside one
 # binary run in parallel.
 cargo test --workspace --no-fail-fast "$@"

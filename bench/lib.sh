@@ -1,0 +1,52 @@
+# Shared by the capture-overhead benchmarks: a flowmesh node started and stopped around
+# each round, and the off/on ratio summary.
+# shellcheck shell=bash
+
+bench_setup() { # builds the release binary; sets bin, work, fport
+    cargo build --release -p flowmesh-node >&2
+    bin=${CARGO_TARGET_DIR:-target}/release/flowmesh
+    work=$(mktemp -d)
+    fport=$(free_port)
+    node_pid=""
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start_node() { # $1: extra flag (e.g. --no-capture)
+    "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$fport" $1 > "$work/node.log" 2>&1 &
+    node_pid=$!
+    for _ in $(seq 100); do curl -sf "127.0.0.1:$fport/v1/status" >/dev/null && return 0; sleep 0.1; done
+    echo "node did not start" >&2; cat "$work/node.log" >&2; exit 1
+}
+
+stop_node() {
+    [ -n "$node_pid" ] || return 0
+    kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=""
+    rm -rf "$work/data"
+}
+
+sql() { # first cell of the first row
+    "$bin" sql --server "http://127.0.0.1:$fport" --format json "$1" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0][0])'
+}
+
+lost_and_dropped() {
+    sql "SELECT sum(value) FROM system.metrics WHERE name IN ('flowmesh_capture_kernel_lost_events_total','flowmesh_capture_dropped_rows_total')"
+}
+
+# summarize LABEL "off values" "on values" captured sent
+summarize() {
+    python3 - "$@" <<'PY'
+import statistics, sys
+label, off, on = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+cap, sent = int(sys.argv[4]), int(sys.argv[5])
+mo, mn = statistics.median(off), statistics.median(on)
+print(label)
+print(f"capture off: median {mo:,.0f} req/s  (rounds: {', '.join(f'{x:,.0f}' for x in off)})")
+print(f"capture on:  median {mn:,.0f} req/s  (rounds: {', '.join(f'{x:,.0f}' for x in on)})")
+print(f"ratio on/off: {mn / mo:.3f}  (throughput loss {100 * (1 - mn / mo):.1f}%)")
+print(f"captured server rows / requests sent: {cap} / {sent} = {cap / sent:.4f}")
+PY
+}

@@ -87,6 +87,39 @@ impl Default for CaptureConfig {
     }
 }
 
+/// The packet path: AF_PACKET capture on interfaces, for L4 flows and L7 rows from packets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PacketSettings {
+    /// Interfaces to capture on (e.g. `["eth0"]`, `["lo"]`); empty turns the packet path off.
+    pub interfaces: Vec<String>,
+    /// Only these TCP/UDP ports (either end); empty means all TCP and UDP.
+    pub ports: Vec<u16>,
+    /// How often an open flow gets an `l4_flow_log` row (closed flows get one at close).
+    #[serde(with = "humantime_serde")]
+    pub report_interval: Duration,
+    /// A flow with no packets for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub flow_idle_timeout: Duration,
+    /// Flows tracked at once; the oldest is evicted (and counted) past this.
+    pub max_flows: usize,
+    /// Parse application protocols from packets too (`signal_source = packet`).
+    pub l7: bool,
+}
+
+impl Default for PacketSettings {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            ports: Vec::new(),
+            report_interval: Duration::from_secs(10),
+            flow_idle_timeout: Duration::from_secs(60),
+            max_flows: 16_384,
+            l7: true,
+        }
+    }
+}
+
 /// Query engine limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -113,6 +146,7 @@ pub struct NodeConfig {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub capture: CaptureConfig,
+    pub packet: PacketSettings,
     pub query: QuerySettings,
 }
 
@@ -176,6 +210,16 @@ impl NodeConfig {
         if self.capture.max_sockets == 0 || self.capture.max_pending_batches == 0 {
             return Err(ConfigError::Invalid(
                 "capture.max_sockets and max_pending_batches must be positive".into(),
+            ));
+        }
+        if self.packet.ports.len() > 32 {
+            return Err(ConfigError::Invalid(
+                "packet.ports holds at most 32 ports".into(),
+            ));
+        }
+        if !self.packet.interfaces.is_empty() && self.packet.max_flows == 0 {
+            return Err(ConfigError::Invalid(
+                "packet.max_flows must be positive".into(),
             ));
         }
         if self.query.threads == 0 {

@@ -9,6 +9,8 @@ pub enum NodeError {
     Storage(#[from] flowmesh_storage::StorageError),
     #[error("capture: {0}")]
     Capture(#[from] flowmesh_ebpf::EbpfError),
+    #[error("packet capture: {0}")]
+    Packet(#[from] flowmesh_packet::PacketError),
     #[error("query engine: {0}")]
     Query(#[from] flowmesh_query_planner::QueryError),
     #[error("failed to {action}: {source}")]

@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod packet;
+pub mod red;
 pub mod server;
 pub mod tables;
 
@@ -35,6 +37,7 @@ use crate::{
     config::NodeConfig,
     error::NodeError,
     metrics::{HttpStats, Metrics, MetricsTable},
+    packet::{PacketRunner, PacketStats},
     server::ApiState,
     tables::NodeTags,
 };
@@ -44,6 +47,7 @@ pub struct Node {
     http_addr: SocketAddr,
     shard: Arc<Shard>,
     capture: Option<CaptureRunner>,
+    packet: Option<PacketRunner>,
     capture_cancel: CancellationToken,
     background_cancel: CancellationToken,
     http_cancel: CancellationToken,
@@ -71,8 +75,10 @@ impl Node {
                 })??,
         );
         let capture_stats = Arc::new(CaptureStats::default());
+        let packet_stats = Arc::new(PacketStats::default());
         let metrics = Arc::new(Metrics {
             capture: Arc::clone(&capture_stats),
+            packet: Arc::clone(&packet_stats),
             http: Arc::new(HttpStats::default()),
             shard: Arc::clone(&shard),
             storage_write_errors: Default::default(),
@@ -127,6 +133,18 @@ impl Node {
             }
         });
 
+        let packet = if config.packet.interfaces.is_empty() {
+            None
+        } else {
+            Some(PacketRunner::start(
+                &config.packet,
+                config.capture.batch_interval,
+                tags.clone(),
+                Arc::clone(&packet_stats),
+                tx.clone(),
+                capture_cancel.clone(),
+            )?)
+        };
         let capture = if config.capture.enabled {
             Some(CaptureRunner::start(
                 &config.capture,
@@ -179,6 +197,7 @@ impl Node {
         })?;
         let status_tags = tags.clone();
         let capture_enabled = capture.is_some();
+        let packet_interfaces = config.packet.interfaces.clone();
         let status_shard = Arc::clone(&shard);
         let state = ApiState {
             engine,
@@ -193,6 +212,7 @@ impl Node {
                     "uptime_seconds": started.elapsed().as_secs(),
                     "data_dir": status_shard.data_dir().display().to_string(),
                     "capture": { "enabled": capture_enabled },
+                    "packet": { "interfaces": &packet_interfaces },
                     "storage": { "buffered_bytes": status_shard.buffered_bytes() },
                 })
             }),
@@ -212,6 +232,7 @@ impl Node {
             http_addr,
             shard,
             capture,
+            packet,
             capture_cancel,
             background_cancel,
             http_cancel,
@@ -230,6 +251,9 @@ impl Node {
         self.capture_cancel.cancel();
         if let Some(capture) = self.capture.take() {
             let _ = tokio::task::spawn_blocking(move || capture.join()).await;
+        }
+        if let Some(packet) = self.packet.take() {
+            let _ = tokio::task::spawn_blocking(move || packet.join()).await;
         }
         if let Some(writer) = self.writer.take() {
             let _ = writer.await;

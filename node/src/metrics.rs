@@ -24,7 +24,7 @@ use datafusion::{
 };
 use flowmesh_storage::Shard;
 
-use crate::capture::CaptureStats;
+use crate::{capture::CaptureStats, packet::PacketStats};
 
 /// HTTP front-end counters.
 #[derive(Debug, Default)]
@@ -37,6 +37,7 @@ pub struct HttpStats {
 /// One registry, created by the node and shared by its parts.
 pub struct Metrics {
     pub capture: Arc<CaptureStats>,
+    pub packet: Arc<PacketStats>,
     pub http: Arc<HttpStats>,
     pub shard: Arc<Shard>,
     pub storage_write_errors: AtomicU64,
@@ -58,6 +59,7 @@ impl Metrics {
         let s = self.shard.stats();
         let h = &self.http;
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let p = &self.packet;
         vec![
             (
                 "flowmesh_capture_events_total",
@@ -148,6 +150,42 @@ impl Metrics {
                 "counter",
                 "Responses seen without a request.",
                 v(&c.unmatched_responses),
+            ),
+            (
+                "flowmesh_packet_frames_total",
+                "counter",
+                "Frames read from the AF_PACKET rings.",
+                v(&p.frames),
+            ),
+            (
+                "flowmesh_packet_kernel_drops_total",
+                "counter",
+                "Frames the kernel dropped because the ring was full.",
+                v(&p.kernel_drops),
+            ),
+            (
+                "flowmesh_packet_l4_rows_total",
+                "counter",
+                "l4_flow_log rows produced.",
+                v(&p.l4_rows),
+            ),
+            (
+                "flowmesh_packet_l7_rows_total",
+                "counter",
+                "l7_flow_log rows produced from packets.",
+                v(&p.l7_rows),
+            ),
+            (
+                "flowmesh_packet_dropped_rows_total",
+                "counter",
+                "Packet-path rows dropped because the storage queue was full.",
+                v(&p.dropped_rows),
+            ),
+            (
+                "flowmesh_packet_overflow_rows_total",
+                "counter",
+                "Packet-path rows not aggregated because a second had too many keys.",
+                v(&p.overflow_rows),
             ),
             (
                 "flowmesh_storage_appended_rows_total",

@@ -2,7 +2,7 @@
 //! schema and the function that turns rows into a batch sit side by side so their column
 //! order cannot drift apart (a test builds every table once).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use datafusion::arrow::{
     array::{
@@ -13,7 +13,10 @@ use datafusion::arrow::{
     error::ArrowError,
     record_batch::RecordBatch,
 };
+use flowmesh_protocols::L7Record;
 use flowmesh_storage::TableDef;
+
+pub mod network;
 
 pub const L7_FLOW_LOG: &str = "flow_log.l7_flow_log";
 pub const APPLICATION: &str = "flow_metrics.application";
@@ -85,6 +88,49 @@ pub struct L7Row {
     pub syscall_thread_1: Option<u32>,
     pub req_tcp_seq: Option<u32>,
     pub resp_tcp_seq: Option<u32>,
+}
+
+impl L7Row {
+    /// The row's protocol fields, times and addresses from a parsed record; the caller
+    /// adds what its pipeline knows (observation point, signal source, processes, threads).
+    pub fn from_record(
+        r: &L7Record,
+        client: SocketAddr,
+        server: SocketAddr,
+        protocol: &'static str,
+    ) -> Self {
+        let end_ns = r.response_end_ns.unwrap_or(r.request_end_ns);
+        L7Row {
+            time_us: (r.request_start_ns / 1000) as i64,
+            start_time_us: (r.request_start_ns / 1000) as i64,
+            end_time_us: (end_ns / 1000) as i64,
+            l7_protocol: r.protocol.as_str(),
+            version: r.version.clone(),
+            request_type: r.request_type.clone(),
+            request_domain: r.request_domain.clone(),
+            request_resource: r.request_resource.clone(),
+            endpoint: r.endpoint.clone(),
+            response_code: r.response_code.map(i32::from),
+            response_status: r.response_status.as_str(),
+            response_exception: r.response_exception.clone(),
+            response_duration_us: r.duration_us(),
+            request_length: r.request_length,
+            response_length: r.response_length,
+            ip_0: client.ip().to_string(),
+            ip_1: server.ip().to_string(),
+            client_port: client.port(),
+            server_port: server.port(),
+            protocol,
+            trace_id: r.trace_id.clone().unwrap_or_default(),
+            span_id: r.span_id.clone().unwrap_or_default(),
+            // DeepFlow: x_request_id_0 is the request's header, _1 the response's; the parser
+            // reports one (the request's, else the response's)
+            x_request_id_0: r.x_request_id.clone().unwrap_or_default(),
+            req_tcp_seq: r.req_tcp_seq,
+            resp_tcp_seq: r.resp_tcp_seq,
+            ..L7Row::default()
+        }
+    }
 }
 
 pub fn l7_flow_log_schema() -> SchemaRef {
@@ -429,6 +475,21 @@ pub fn table_defs() -> Vec<TableDef> {
             APPLICATION_MAP,
             application_map_schema(),
             &["l7_protocol", "auto_service_1", "auto_service_0"],
+        ),
+        def(
+            network::L4_FLOW_LOG,
+            network::l4_flow_log_schema(),
+            &["protocol", "ip_1", "server_port"],
+        ),
+        def(
+            network::NETWORK,
+            network::network_schema(),
+            &["protocol", "ip", "server_port"],
+        ),
+        def(
+            network::NETWORK_MAP,
+            network::network_map_schema(),
+            &["protocol", "ip_1", "ip_0"],
         ),
     ]
 }

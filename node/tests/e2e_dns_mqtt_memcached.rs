@@ -21,58 +21,131 @@ fn dns(node: &FlowmeshNode) {
     ];
     for (name, qtype, rcode, times) in queries {
         for _ in 0..times {
-            let out = Command::new("dig").args(["@127.0.0.1", "-p", &port, "+tries=1", "+time=2", name, qtype]).output().unwrap();
+            let out = Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    "+tries=1",
+                    "+time=2",
+                    name,
+                    qtype,
+                ])
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains(&format!("status: {rcode}")), "dig {name} {qtype}: {text}");
+            assert!(
+                text.contains(&format!("status: {rcode}")),
+                "dig {name} {qtype}: {text}"
+            );
         }
     }
-    let out = Command::new("dig").args(["@127.0.0.1", "-p", &port, "+tcp", "www.example.test", "A"]).output().unwrap();
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port, "+tcp", "www.example.test", "A"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("status: NOERROR"));
     for point in ["server", "client"] {
-        let rows = wait_for(Duration::from_secs(10), &format!("DNS rows at {point}"), || {
-            let rows = node.counts(&format!(
+        let rows = wait_for(
+            Duration::from_secs(10),
+            &format!("DNS rows at {point}"),
+            || {
+                let rows = node.counts(&format!(
                 "SELECT concat(request_resource, ' ', request_type, ' ', response_exception, ' ', response_status), count(*) \
                  FROM flow_log.l7_flow_log WHERE l7_protocol = 'DNS' AND server_port = {port} AND observation_point = '{point}' \
                  GROUP BY 1"
             ));
-            (rows.iter().map(|r| r.1).sum::<i64>() >= 17).then_some(rows)
-        });
-        let count = |needle: &str| rows.iter().filter(|(k, _)| k.starts_with(needle)).map(|r| r.1).sum::<i64>();
+                (rows.iter().map(|r| r.1).sum::<i64>() >= 17).then_some(rows)
+            },
+        );
+        let count = |needle: &str| {
+            rows.iter()
+                .filter(|(k, _)| k.starts_with(needle))
+                .map(|r| r.1)
+                .sum::<i64>()
+        };
         assert_eq!(count("www.example.test A "), 6, "{point}: {rows:?}");
         assert_eq!(count("v6.example.test AAAA "), 3, "{point}: {rows:?}");
         assert_eq!(count("example.test MX "), 2, "{point}: {rows:?}");
         assert_eq!(count("example.test TXT "), 2, "{point}: {rows:?}");
-        assert_eq!(count("missing.example.test A NXDOMAIN"), 4, "{point}: {rows:?}");
-        assert!(rows.iter().any(|(k, _)| k.starts_with("missing.example.test A NXDOMAIN") && !k.ends_with(" ok")), "{rows:?}");
+        assert_eq!(
+            count("missing.example.test A NXDOMAIN"),
+            4,
+            "{point}: {rows:?}"
+        );
+        assert!(
+            rows.iter()
+                .any(|(k, _)| k.starts_with("missing.example.test A NXDOMAIN")
+                    && !k.ends_with(" ok")),
+            "{rows:?}"
+        );
     }
 }
 
 fn mqtt(node: &FlowmeshNode) {
     let broker = servers::mosquitto();
     let port = broker.port.to_string();
-    let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-t", "e2e/topic", "-q", "1", "-C", "4", "-W", "20"])
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "e2e/topic",
+            "-q",
+            "1",
+            "-C",
+            "4",
+            "-W",
+            "20",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500)); // let the subscription reach the broker
     for qos in ["0", "1", "2", "1"] {
         let status = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-t", "e2e/topic", "-q", qos, "-m", "hello"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "e2e/topic",
+                "-q",
+                qos,
+                "-m",
+                "hello",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
     }
     let out = sub.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4, "subscriber got all messages");
-    let rows = wait_for(Duration::from_secs(10), "MQTT PUBLISH rows from the publishers", || {
-        let rows = node.counts(&format!(
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        4,
+        "subscriber got all messages"
+    );
+    let rows = wait_for(
+        Duration::from_secs(10),
+        "MQTT PUBLISH rows from the publishers",
+        || {
+            let rows = node.counts(&format!(
             "SELECT request_type, count(*) FROM flow_log.l7_flow_log WHERE l7_protocol = 'MQTT' AND server_port = {port} \
              AND observation_point = 'server' AND request_resource = 'e2e/topic' GROUP BY 1"
         ));
-        rows.iter().any(|(t, n)| t.eq_ignore_ascii_case("PUBLISH") && *n >= 4).then_some(rows)
-    });
-    assert!(rows.iter().any(|(t, _)| t.eq_ignore_ascii_case("SUBSCRIBE")), "{rows:?}");
+            rows.iter()
+                .any(|(t, n)| t.eq_ignore_ascii_case("PUBLISH") && *n >= 4)
+                .then_some(rows)
+        },
+    );
+    assert!(
+        rows.iter()
+            .any(|(t, _)| t.eq_ignore_ascii_case("SUBSCRIBE")),
+        "{rows:?}"
+    );
     let connects = node.sql(&format!(
         "SELECT count(*) FROM flow_log.l7_flow_log WHERE l7_protocol = 'MQTT' AND server_port = {port} \
          AND observation_point = 'server' AND upper(request_type) = 'CONNECT'"
@@ -104,7 +177,11 @@ s.close()
 "#,
         port = mc.port
     );
-    let status = Command::new("python3").arg("-c").arg(script).status().unwrap();
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .unwrap();
     assert!(status.success());
     let rows = wait_for(Duration::from_secs(10), "memcached rows", || {
         let rows = node.counts(&format!(
@@ -114,7 +191,12 @@ s.close()
         ));
         (rows.iter().map(|r| r.1).sum::<i64>() >= 7).then_some(rows)
     });
-    let count = |k: &str| rows.iter().filter(|(r, _)| r == k).map(|r| r.1).sum::<i64>();
+    let count = |k: &str| {
+        rows.iter()
+            .filter(|(r, _)| r == k)
+            .map(|r| r.1)
+            .sum::<i64>()
+    };
     assert_eq!(count("set ok"), 2, "{rows:?}");
     assert_eq!(count("get ok"), 3, "{rows:?}");
     assert_eq!(count("delete ok"), 1, "{rows:?}");
@@ -123,7 +205,15 @@ s.close()
 
 #[test]
 fn dns_mqtt_and_memcached_rows_from_real_servers() {
-    require(&["dnsmasq", "dig", "mosquitto", "mosquitto_pub", "mosquitto_sub", "memcached", "python3"]);
+    require(&[
+        "dnsmasq",
+        "dig",
+        "mosquitto",
+        "mosquitto_pub",
+        "mosquitto_sub",
+        "memcached",
+        "python3",
+    ]);
     let work = tempfile::tempdir().unwrap();
     let node = FlowmeshNode::start(&work.path().join("data"), free_port(), &[]);
     dns(&node);

@@ -192,7 +192,7 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
          CAST(response_length AS BIGINT), CAST(process_id_0 AS BIGINT), CAST(process_id_1 AS BIGINT), process_kname_0, \
          process_kname_1, CAST(req_tcp_seq AS BIGINT), CAST(resp_tcp_seq AS BIGINT), ip_0, ip_1, CAST(client_port AS BIGINT), \
          protocol, signal_source FROM flow_log.l7_flow_log WHERE server_port = {p_single} \
-         AND (x_request_id_0 LIKE 'e2e-%' OR x_request_id_1 LIKE 'e2e-%')"
+         AND x_request_id_0 LIKE 'e2e-%'"
     );
     let rows = wait_for(Duration::from_secs(5), "the 40 identified rows", || {
         let rows = node.sql(&select);
@@ -201,12 +201,9 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     let mut seqs: HashMap<String, Vec<(i64, i64, i64)>> = HashMap::new();
     for r in &rows {
         let point = r[2].as_str().unwrap();
-        let id = if point == "client" {
-            r[0].as_str().unwrap()
-        } else {
-            r[1].as_str().unwrap()
-        }
-        .to_string();
+        // x_request_id_0 is the request's X-Request-ID (DeepFlow's meaning), at both ends
+        let id = r[0].as_str().unwrap().to_string();
+        assert_eq!(r[1], "", "no response X-Request-ID was sent");
         let (curl_pid, path, curl_us) = measured[&id];
         let i: usize = id.trim_start_matches("e2e-").parse().unwrap();
         let code = [200, 404, 500][i % 3];

@@ -14,16 +14,13 @@ use flowmesh_protocols::{Chunk, Conversation, ConversationConfig, Direction, L7R
 use tracing::warn;
 
 use super::{CaptureStats, procinfo::ProcNames};
-use crate::tables::{
-    APPLICATION, APPLICATION_MAP, EdgeKey, L7_FLOW_LOG, L7Row, NodeTags, RedCounters,
-    application_batch, application_map_batch, l7_flow_log_batch,
+use crate::{
+    red::RedAggregator,
+    tables::{L7_FLOW_LOG, L7Row, NodeTags, l7_flow_log_batch},
 };
 
 /// How long a closed socket's owner stays known, so that the peer's late rows still find it.
 const CLOSED_ENDPOINT_GRACE_NS: u64 = 10_000_000_000;
-/// Distinct RED keys held per table between flushes; beyond this a row still goes to
-/// `l7_flow_log` but is not aggregated (and is counted).
-const MAX_RED_KEYS: usize = 200_000;
 
 /// What happened on a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +102,7 @@ pub struct CaptureProcessor {
     endpoints: HashMap<(SocketAddr, SocketAddr), Endpoint>,
     procs: ProcNames,
     rows: Vec<L7Row>,
-    application: HashMap<EdgeKey, RedCounters>,
-    application_map: HashMap<EdgeKey, RedCounters>,
+    red: RedAggregator,
     records: Vec<L7Record>,
 }
 
@@ -132,8 +128,7 @@ impl CaptureProcessor {
             endpoints: HashMap::new(),
             procs: ProcNames::default(),
             rows: Vec::new(),
-            application: HashMap::new(),
-            application_map: HashMap::new(),
+            red: RedAggregator::default(),
             records: Vec::new(),
         }
     }
@@ -279,7 +274,9 @@ impl CaptureProcessor {
         let records = std::mem::take(&mut self.records);
         for record in &records {
             let row = self.row(&socket, record);
-            self.aggregate(&row);
+            if !self.red.add(&row) {
+                self.stats.red_overflow_rows.fetch_add(1, Ordering::Relaxed);
+            }
             self.rows.push(row);
         }
         self.stats
@@ -295,119 +292,35 @@ impl CaptureProcessor {
             .endpoints
             .get(&(socket.remote, socket.local))
             .map(|e| (e.tgid, Arc::clone(&e.process)));
-        let (client, server, mine_is_client) = match r.role {
-            Role::Client => (socket.local, socket.remote, true),
-            Role::Server => (socket.remote, socket.local, false),
+        let mine_is_client = r.role == Role::Client;
+        let (client, server) = if mine_is_client {
+            (socket.local, socket.remote)
+        } else {
+            (socket.remote, socket.local)
         };
-        let (mut pid_0, mut pid_1) = (None, None);
-        let (mut name_0, mut name_1): (Arc<str>, Arc<str>) = ("".into(), "".into());
+        let mut row = L7Row::from_record(r, client, server, socket.transport.as_str());
+        row.signal_source = "ebpf";
+        row.observation_point = r.role.observation_point();
+        row.is_tls = socket.is_tls;
+        let mine = (Some(socket.tgid), me);
+        let theirs = peer.map_or((None, Arc::from("")), |(pid, name)| (Some(pid), name));
+        let ((pid_0, name_0), (pid_1, name_1)) = if mine_is_client {
+            (mine, theirs)
+        } else {
+            (theirs, mine)
+        };
+        row.process_id_0 = pid_0;
+        row.process_id_1 = pid_1;
+        row.auto_service_0 = Arc::clone(&name_0);
+        row.auto_service_1 = Arc::clone(&name_1);
+        row.process_kname_0 = name_0;
+        row.process_kname_1 = name_1;
         if mine_is_client {
-            (pid_0, name_0) = (Some(socket.tgid), me);
-            if let Some((pid, name)) = peer {
-                (pid_1, name_1) = (Some(pid), name);
-            }
+            row.syscall_thread_0 = Some(r.request_tid);
         } else {
-            (pid_1, name_1) = (Some(socket.tgid), me);
-            if let Some((pid, name)) = peer {
-                (pid_0, name_0) = (Some(pid), name);
-            }
+            row.syscall_thread_1 = Some(r.request_tid);
         }
-        let end_ns = r.response_end_ns.unwrap_or(r.request_end_ns);
-        let x_request_id = r.x_request_id.clone().unwrap_or_default();
-        let (xr_0, xr_1) = if mine_is_client {
-            (x_request_id, String::new())
-        } else {
-            (String::new(), x_request_id)
-        };
-        L7Row {
-            time_us: (r.request_start_ns / 1000) as i64,
-            start_time_us: (r.request_start_ns / 1000) as i64,
-            end_time_us: (end_ns / 1000) as i64,
-            signal_source: "ebpf",
-            observation_point: r.role.observation_point(),
-            l7_protocol: r.protocol.as_str(),
-            version: r.version.clone(),
-            request_type: r.request_type.clone(),
-            request_domain: r.request_domain.clone(),
-            request_resource: r.request_resource.clone(),
-            endpoint: r.endpoint.clone(),
-            response_code: r.response_code.map(i32::from),
-            response_status: r.response_status.as_str(),
-            response_exception: r.response_exception.clone(),
-            response_duration_us: r.duration_us(),
-            request_length: r.request_length,
-            response_length: r.response_length,
-            ip_0: client.ip().to_string(),
-            ip_1: server.ip().to_string(),
-            client_port: client.port(),
-            server_port: server.port(),
-            protocol: socket.transport.as_str(),
-            is_tls: socket.is_tls,
-            process_id_0: pid_0,
-            process_id_1: pid_1,
-            auto_service_0: Arc::clone(&name_0),
-            auto_service_1: Arc::clone(&name_1),
-            process_kname_0: name_0,
-            process_kname_1: name_1,
-            trace_id: r.trace_id.clone().unwrap_or_default(),
-            span_id: r.span_id.clone().unwrap_or_default(),
-            parent_span_id: String::new(),
-            x_request_id_0: xr_0,
-            x_request_id_1: xr_1,
-            syscall_thread_0: if mine_is_client {
-                Some(r.request_tid)
-            } else {
-                None
-            },
-            syscall_thread_1: if mine_is_client {
-                None
-            } else {
-                Some(r.request_tid)
-            },
-            req_tcp_seq: r.req_tcp_seq,
-            resp_tcp_seq: r.resp_tcp_seq,
-        }
-    }
-
-    fn aggregate(&mut self, row: &L7Row) {
-        let edge = EdgeKey {
-            second: row.time_us.div_euclid(1_000_000),
-            observation_point: row.observation_point,
-            signal_source: row.signal_source,
-            l7_protocol: row.l7_protocol,
-            endpoint: row.endpoint.clone(),
-            ip_0: row.ip_0.clone(),
-            ip_1: row.ip_1.clone(),
-            server_port: row.server_port,
-            process_kname_0: Arc::clone(&row.process_kname_0),
-            process_kname_1: Arc::clone(&row.process_kname_1),
-            auto_service_0: Arc::clone(&row.auto_service_0),
-            auto_service_1: Arc::clone(&row.auto_service_1),
-        };
-        let server_side = EdgeKey {
-            ip_0: String::new(),
-            process_kname_0: "".into(),
-            auto_service_0: "".into(),
-            ..edge.clone()
-        };
-        let has_response = row.response_code.is_some();
-        let full = |map: &HashMap<EdgeKey, RedCounters>, key: &EdgeKey| {
-            map.len() >= MAX_RED_KEYS && !map.contains_key(key)
-        };
-        if full(&self.application_map, &edge) || full(&self.application, &server_side) {
-            self.stats.red_overflow_rows.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.application_map.entry(edge).or_default().add(
-            row.response_status,
-            row.response_duration_us,
-            has_response,
-        );
-        self.application.entry(server_side).or_default().add(
-            row.response_status,
-            row.response_duration_us,
-            has_response,
-        );
+        row
     }
 
     /// Periodic work: time out requests, forget idle sockets, and hand over the rows and
@@ -470,28 +383,7 @@ impl CaptureProcessor {
         } else {
             (now_ns / 1_000_000_000) as i64 - 1
         };
-        for (table, map) in [
-            (APPLICATION, &mut self.application),
-            (APPLICATION_MAP, &mut self.application_map),
-        ] {
-            let closed: Vec<EdgeKey> = map.keys().filter(|k| k.second < cutoff).cloned().collect();
-            if closed.is_empty() {
-                continue;
-            }
-            let rows: Vec<(EdgeKey, RedCounters)> = closed
-                .into_iter()
-                .filter_map(|k| map.remove(&k).map(|c| (k, c)))
-                .collect();
-            let batch = if table == APPLICATION {
-                application_batch(&self.tags, &rows)
-            } else {
-                application_map_batch(&self.tags, &rows)
-            };
-            match batch {
-                Ok(batch) => out.push((table.to_string(), batch)),
-                Err(e) => warn!(error = %e, table, "failed to build metrics batch"),
-            }
-        }
+        self.red.drain(cutoff, &self.tags, &mut out);
         out
     }
 }
@@ -525,6 +417,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use datafusion::arrow::array::{AsArray, UInt32Array};
+
+    use crate::tables::{APPLICATION, APPLICATION_MAP};
 
     use super::*;
 

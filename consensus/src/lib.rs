@@ -1,6 +1,45 @@
-//! flowmesh-consensus: the per-region Raft group (openraft on sled) that holds the
-//! SmartEncoding tag dictionaries, and the dictionary client with its local cache.
+//! flowmesh-consensus: SmartEncoding's tag dictionaries (DESIGN.md §5), replicated per
+//! region by one Raft group (openraft on sled), and the dictionary client with its cache.
 //!
-//! Not built yet: until the SmartEncoding issue lands, tag columns are stored as strings
-//! (DESIGN.md §5 describes the target). The crate exists so the workspace layout and the
-//! direction of dependencies are fixed from the start.
+//! Main types:
+//! - [`DictionaryNode`]: one replica — Raft node, sled store, HTTP peer server on the peer
+//!   port (20418), membership tasks — with `start` / `leave` / `shutdown`.
+//! - [`DictionaryClient`]: `intern` (cache → local replica → one batched proposal through
+//!   the leader, forwarded from any node), `lookup` and `decode` (cache → local replica,
+//!   never the network).
+//! - [`ConsensusConfig`], [`ConsensusError`], [`TagKind`], [`DictionaryId`].
+//! - [`store`]: the openraft storage (log store and state machine) on sled, public so that
+//!   openraft's storage test suite can run against it.
+//!
+//! Invariants:
+//! - An id never changes meaning and a string never gets two ids: ids are assigned only by
+//!   applying committed `Intern` entries, deterministically in log order, densely per kind
+//!   from 1; an assigned id is never reassigned or removed. Id 0 is the empty string.
+//! - Every replica applies the same log to the same dictionary; the state machine checks
+//!   nothing that depends on local configuration.
+//! - Caches only hold mappings read from the applied dictionary, so they are never stale.
+//! - Voters are the (up to) `max_voters` lowest node ids; every other node is a learner.
+//! - Every peer request carries the cluster token and is refused without it. The token
+//!   travels in clear text until the peer port gets TLS (DESIGN.md §9, a later step).
+
+mod cache;
+mod client;
+mod config;
+mod error;
+mod network;
+mod node;
+mod server;
+mod stats;
+pub mod store;
+mod types;
+
+pub use client::DictionaryClient;
+pub use config::{ConsensusConfig, DEFAULT_PEER_PORT};
+pub use error::{ConsensusError, Result};
+pub use network::{PeerStatus, TOKEN_HEADER};
+pub use node::{DictionaryNode, NodeRole, NodeStatus};
+pub use stats::DictionaryStats;
+pub use types::{
+    DictionaryCommand, DictionaryId, DictionaryRaft, DictionaryResponse, EMPTY_ID, NodeId, TagKind,
+    TypeConfig,
+};

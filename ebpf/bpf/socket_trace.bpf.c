@@ -539,6 +539,79 @@ int fm_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 	return fm_exit_data(ctx->ret, FM_SYS_RECVMSG, FM_DIR_INGRESS);
 }
 
+/* sendmmsg/recvmmsg(fd, struct mmsghdr *vec, vlen, flags, ...): the entry keeps the
+ * vector; the exit (ret = messages transferred) emits one event per message, each with
+ * its own msg_len, payload from its iovecs and, for unconnected UDP, its msg_name peer. */
+#define FM_MAX_MMSG 8
+
+static __always_inline int fm_exit_mmsg(long ret, __u8 syscall, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct fm_active *a = bpf_map_lookup_elem(&active, &pid_tgid);
+	__u32 seq;
+
+	if (!a)
+		return 0;
+	if (a->syscall != syscall || ret <= 0)
+		goto out;
+	seq = a->tcp_seq;
+	for (int i = 0; i < FM_MAX_MMSG; i++) {
+		struct mmsghdr m = {};
+		struct fm_scratch *s;
+		struct fm_socket_event *e;
+		__u32 want, iovs;
+
+		if (i >= ret)
+			break;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)(a->buf + (__u64)i * sizeof(m))))
+			break;
+		if (m.msg_len == 0)
+			continue;
+		s = fm_begin(pid_tgid, (struct sock *)a->sk, a->fd, FM_KIND_DATA, direction, syscall, a->enter_ns);
+		if (!s)
+			break;
+		e = &s->hdr;
+		e->byte_count = m.msg_len;
+		e->tcp_seq = a->l4_proto == IPPROTO_TCP ? seq : 0;
+		seq += m.msg_len;
+		if (a->l4_proto == IPPROTO_UDP && e->remote_port == 0 && m.msg_hdr.msg_name)
+			fm_peer_from_sockaddr(e, (__u64)m.msg_hdr.msg_name);
+		want = fm_payload_cap_clamped();
+		if (m.msg_len < want)
+			want = m.msg_len;
+		iovs = m.msg_hdr.msg_iovlen > FM_MAX_IOV ? FM_MAX_IOV : (__u32)m.msg_hdr.msg_iovlen;
+		e->payload_len = fm_copy_iov(s->payload, (__u64)m.msg_hdr.msg_iov, iovs, want);
+		fm_submit(s, e->payload_len);
+	}
+out:
+	bpf_map_delete_elem(&active, &pid_tgid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int fm_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], ctx->args[1], 0, 0, 0, FM_SYS_SENDMMSG, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int fm_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_mmsg(ctx->ret, FM_SYS_SENDMMSG, FM_DIR_EGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int fm_enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return fm_enter_data(ctx->args[0], ctx->args[1], 0, 0, 0, FM_SYS_RECVMMSG, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int fm_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return fm_exit_mmsg(ctx->ret, FM_SYS_RECVMMSG, FM_DIR_INGRESS);
+}
+
 /* sendfile(out_fd, in_fd, offset, count): the body never passes through user
  * memory, so the event carries the byte count only. */
 SEC("tracepoint/syscalls/sys_enter_sendfile64")

@@ -40,6 +40,9 @@ enum fm_syscall {
 	FM_SYS_SSL_READ,
 	FM_SYS_SSL_WRITE_EX,
 	FM_SYS_SSL_READ_EX,
+	/* one event per message of the vector (libuv sends UDP with sendmmsg) */
+	FM_SYS_SENDMMSG,
+	FM_SYS_RECVMMSG,
 };
 
 /*

@@ -270,6 +270,10 @@ u8_enum! {
         SslWriteEx = 15,
         /// OpenSSL `SSL_read_ex` ([`FLAG_TLS`] events only).
         SslReadEx = 16,
+        /// `sendmmsg(2)`: one event per message sent.
+        Sendmmsg = 17,
+        /// `recvmmsg(2)`: one event per message received.
+        Recvmmsg = 18,
     }
 }
 
@@ -378,10 +382,11 @@ mod tests {
         assert_eq!(SyscallKind::try_from(8), Ok(SyscallKind::Sendfile));
         assert_eq!(SyscallKind::try_from(12), Ok(SyscallKind::Close));
         assert_eq!(SyscallKind::try_from(16), Ok(SyscallKind::SslReadEx));
-        let err = SyscallKind::try_from(17)
+        assert_eq!(SyscallKind::try_from(18), Ok(SyscallKind::Recvmmsg));
+        let err = SyscallKind::try_from(19)
             .map(|_| ())
             .map_err(|e| e.to_string());
-        assert_eq!(err, Err("invalid SyscallKind value 17".to_string()));
+        assert_eq!(err, Err("invalid SyscallKind value 19".to_string()));
     }
 
     #[test]

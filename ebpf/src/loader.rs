@@ -61,6 +61,10 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("fm_enter_accept", "sys_enter_accept"),
     ("fm_enter_accept4", "sys_enter_accept4"),
     ("fm_enter_close", "sys_enter_close"),
+    ("fm_enter_sendmmsg", "sys_enter_sendmmsg"),
+    ("fm_exit_sendmmsg", "sys_exit_sendmmsg"),
+    ("fm_enter_recvmmsg", "sys_enter_recvmmsg"),
+    ("fm_exit_recvmmsg", "sys_exit_recvmmsg"),
 ];
 
 const EVENTS_MAP: &str = "events";

@@ -52,7 +52,7 @@ impl RedAggregator {
         if full(&self.application_map, &edge) || full(&self.application, &server_side) {
             return false;
         }
-        let has_response = row.response_code.is_some();
+        let has_response = row.has_response;
         self.application_map.entry(edge).or_default().add(
             row.response_status,
             row.response_duration_us,

@@ -67,6 +67,8 @@ pub struct L7Row {
     pub response_duration_us: Option<u64>,
     pub request_length: u64,
     pub response_length: Option<u64>,
+    /// A response was seen (some protocols' responses carry no code, e.g. MQTT 3 PUBACK).
+    pub has_response: bool,
     pub ip_0: String,
     pub ip_1: String,
     pub client_port: u16,
@@ -116,6 +118,7 @@ impl L7Row {
             response_duration_us: r.duration_us(),
             request_length: r.request_length,
             response_length: r.response_length,
+            has_response: r.response_end_ns.is_some(),
             ip_0: client.ip().to_string(),
             ip_1: server.ip().to_string(),
             client_port: client.port(),

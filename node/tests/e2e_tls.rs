@@ -14,13 +14,28 @@ fn https_requests_are_parsed_from_tls_plaintext() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
         .arg(dir.join("key.pem"))
         .arg("-out")
         .arg(dir.join("cert.pem"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
     let d = dir.display();
     std::fs::write(
@@ -39,18 +54,31 @@ fn https_requests_are_parsed_from_tls_plaintext() {
     let node = FlowmeshNode::start(&dir.join("data"), free_port(), &[]);
     // nginx starts after the node so that the first TLS scan may or may not see it: the
     // periodic rescan must pick it up either way.
-    let status = Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).status().unwrap();
+    let status = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .status()
+        .unwrap();
     assert!(status.success());
     let _stop = scopeguard(dir.join("nginx.conf"));
-    wait_for(Duration::from_secs(10), "nginx to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    wait_for(Duration::from_secs(10), "nginx to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     // wait until the node has attached to nginx's libssl (a rescan every 5 s)
-    wait_for(Duration::from_secs(20), "a TLS row from a probe request", || {
-        let _ = Command::new("curl").args(["-sk", "-o", "/dev/null"]).arg(format!("https://127.0.0.1:{port}/probe")).status();
-        let rows = node.sql(&format!(
+    wait_for(
+        Duration::from_secs(20),
+        "a TLS row from a probe request",
+        || {
+            let _ = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null"])
+                .arg(format!("https://127.0.0.1:{port}/probe"))
+                .status();
+            let rows = node.sql(&format!(
             "SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = {port} AND is_tls AND observation_point = 'server'"
         ));
-        (rows[0][0].as_i64().unwrap() > 0).then_some(())
-    });
+            (rows[0][0].as_i64().unwrap() > 0).then_some(())
+        },
+    );
     for (path, code, n) in [("ok", 200, 30), ("missing", 404, 20)] {
         for _ in 0..n {
             let out = Command::new("curl")
@@ -62,13 +90,17 @@ fn https_requests_are_parsed_from_tls_plaintext() {
         }
     }
     for point in ["server", "client"] {
-        let counts = wait_for(Duration::from_secs(10), &format!("{point} TLS rows"), || {
-            let c = node.counts(&format!(
+        let counts = wait_for(
+            Duration::from_secs(10),
+            &format!("{point} TLS rows"),
+            || {
+                let c = node.counts(&format!(
                 "SELECT endpoint, count(*) FROM flow_log.l7_flow_log WHERE server_port = {port} AND is_tls \
                  AND l7_protocol = 'HTTP' AND observation_point = '{point}' AND endpoint IN ('/ok', '/missing') GROUP BY 1"
             ));
-            (c == vec![("/missing".to_string(), 20), ("/ok".to_string(), 30)]).then_some(c)
-        });
+                (c == vec![("/missing".to_string(), 20), ("/ok".to_string(), 30)]).then_some(c)
+            },
+        );
         eprintln!("{point}: {counts:?}");
     }
     let fields = node.sql(&format!(
@@ -79,7 +111,10 @@ fn https_requests_are_parsed_from_tls_plaintext() {
     assert_eq!(r[0], "GET");
     assert_eq!(r[1], serde_json::Value::from(format!("127.0.0.1:{port}")));
     assert_eq!(r[2].as_i64(), Some(404));
-    assert_eq!((r[3].as_str(), r[4].as_str(), r[5].as_str()), (Some("curl"), Some("nginx"), Some("TCP")));
+    assert_eq!(
+        (r[3].as_str(), r[4].as_str(), r[5].as_str()),
+        (Some("curl"), Some("nginx"), Some("TCP"))
+    );
     // the ciphertext of the same sockets never becomes an HTTP row
     let plain = node.sql(&format!(
         "SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = {port} AND NOT is_tls"
@@ -96,6 +131,10 @@ fn scopeguard(conf: std::path::PathBuf) -> NginxStop {
 
 impl Drop for NginxStop {
     fn drop(&mut self) {
-        let _ = Command::new("nginx").arg("-c").arg(&self.0).args(["-s", "stop"]).status();
+        let _ = Command::new("nginx")
+            .arg("-c")
+            .arg(&self.0)
+            .args(["-s", "stop"])
+            .status();
     }
 }

@@ -268,7 +268,11 @@ impl Conversation {
                     Detection::NeedMore | Detection::NoMatch => {}
                 }
             }
+            // The start assembled so far was no message after all: one failed attempt.
             track.clear_probe();
+            if self.fail_attempt() {
+                return;
+            }
         }
         // This chunk as the start of a message.
         match infer::detect(payload, direction) {
@@ -276,20 +280,28 @@ impl Conversation {
                 self.start(inference, direction, meta, payload, gap_after, out);
             }
             Detection::NeedMore if gap_after == 0 && payload.len() < max_probe => {
+                let track = &mut self.streams[direction.index()];
                 track.probe.extend_from_slice(payload);
                 track.probe_meta = Some(*meta);
             }
             Detection::NeedMore | Detection::NoMatch => {
-                let Phase::Inferring { failed_attempts } = &mut self.phase else {
-                    return;
-                };
-                *failed_attempts += 1;
-                if *failed_attempts >= self.config.inference_attempts {
-                    self.phase = Phase::Ignored;
-                    self.streams = Default::default();
-                }
+                self.fail_attempt();
             }
         }
+    }
+
+    /// Counts a chunk that started no recognisable message; true when inference gave up.
+    fn fail_attempt(&mut self) -> bool {
+        let Phase::Inferring { failed_attempts } = &mut self.phase else {
+            return true;
+        };
+        *failed_attempts += 1;
+        if *failed_attempts >= self.config.inference_attempts {
+            self.phase = Phase::Ignored;
+            self.streams = Default::default();
+            return true;
+        }
+        false
     }
 
     /// Inference succeeded on a chunk (or assembled chunks) of `direction`: set up the

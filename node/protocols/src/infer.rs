@@ -124,9 +124,33 @@ mod tests {
         ];
         for stream in streams {
             assert_eq!(
-                detect(stream, Direction::Egress),
+                detect_http1(stream, Direction::Egress),
                 Detection::NoMatch,
                 "{stream:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn detection_dispatches_to_the_right_protocol() {
+        let is = |bytes: &[u8], protocol| match detect(bytes, Direction::Egress) {
+            Detection::Match(i) => i.protocol == protocol,
+            _ => false,
+        };
+        assert!(is(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", L7Protocol::Http1));
+        assert!(is(
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+            L7Protocol::Redis
+        ));
+        assert!(is(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", L7Protocol::Http2));
+        // a TLS ClientHello and an SSH banner belong to no parser
+        for other in [
+            &b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"[..],
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+        ] {
+            assert!(
+                !matches!(detect(other, Direction::Egress), Detection::Match(_)),
+                "{other:?}"
             );
         }
     }

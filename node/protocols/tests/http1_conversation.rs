@@ -387,7 +387,11 @@ fn pending_requests_at_close_are_unknown() {
 
 #[test]
 fn non_http_streams_are_ignored() {
-    let redis: [&[u8]; 2] = [b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", b"$5\r\nvalue\r\n"];
+    // an SSH exchange: text, but no protocol this crate parses
+    let ssh: [&[u8]; 2] = [
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+    ];
     let tls_client_hello: &[u8] = &[
         0x16, 0x03, 0x01, 0x00, 0xf8, 0x01, 0x00, 0x00, 0xf4, 0x03, 0x03, 0x6b, 0x21, 0x9d,
     ];
@@ -400,13 +404,13 @@ fn non_http_streams_are_ignored() {
         random.push(x as u8);
     }
     let streams: [Vec<Vec<u8>>; 3] = [
-        (0..8).map(|i| redis[i % 2].to_vec()).collect(),
+        (0..8).map(|i| ssh[i % 2].to_vec()).collect(),
         std::iter::once(tls_client_hello.to_vec())
             .chain((0..7).map(|i| random[i * 100..i * 100 + 100].to_vec()))
             .collect(),
         random.chunks(500).map(<[u8]>::to_vec).collect(),
     ];
-    for chunks in streams {
+    for (which, chunks) in streams.into_iter().enumerate() {
         let mut wire = Wire::new();
         for (i, chunk) in chunks.iter().enumerate() {
             let direction = if i % 2 == 0 {
@@ -416,7 +420,11 @@ fn non_http_streams_are_ignored() {
             };
             wire.send(direction, chunk);
         }
-        assert!(wire.conversation.is_ignored());
+        assert!(
+            wire.conversation.is_ignored(),
+            "stream {which} not ignored: {:?}",
+            wire.conversation.protocol()
+        );
         assert_eq!(wire.conversation.protocol(), None);
         // Even HTTP after giving up is ignored.
         wire.send(Direction::Egress, &get("/late"));

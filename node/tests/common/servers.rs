@@ -147,9 +147,12 @@ pub fn dnsmasq() -> Server {
         "--mx-host=example.test,mail.example.test,10",
         "--txt-record=example.test,hello",
         "--user=root",
-        "--pid-file",
     ]);
-    cmd.arg(dir.path().join("dnsmasq.pid"));
+    // an optional-argument option: the value must follow '='
+    cmd.arg(format!(
+        "--pid-file={}",
+        dir.path().join("dnsmasq.pid").display()
+    ));
     spawn(&mut cmd, port, dir, "dnsmasq")
 }
 

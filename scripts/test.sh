@@ -13,6 +13,8 @@ apt_install clang-19 llvm-19 libbpf-dev ca-certificates procps python3 openssl \
     redis-server redis-tools memcached \
     postgresql postgresql-contrib mariadb-server mariadb-client \
     dnsmasq-base dnsutils mosquitto mosquitto-clients
+# grpcio (PyPI): the gRPC server and client of the HTTP/2 end-to-end test.
+python3 -c 'import grpc' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check grpcio
 # Test binaries run one after another (each may load eBPF programs); tests inside one
 # binary run in parallel.
 cargo test --workspace --no-fail-fast "$@"

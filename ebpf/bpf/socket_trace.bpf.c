@@ -33,8 +33,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define FM_S_IFMT 00170000
 #define FM_S_IFSOCK 0140000
 #define FM_EINPROGRESS 115
-/* iovecs copied per readv/writev/sendmsg/recvmsg; later ones still count in byte_count */
-#define FM_MAX_IOV 8
+/* iovecs copied per readv/writev/sendmsg/recvmsg; later ones still count in byte_count.
+ * gRPC (C core) writes a frame per iovec: with 8, its trailers fell past the copy. */
+#define FM_MAX_IOV 32
 /* Copy lengths are masked with FM_CHUNK_MASK and copy offsets with
  * FM_MAX_PAYLOAD - 1 (no-ops for the values that occur) so that the verifier can
  * prove every copy lands inside a payload area of FM_SCRATCH_PAYLOAD bytes. */

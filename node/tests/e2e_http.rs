@@ -182,9 +182,9 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     for i in 0..20 {
         let id = format!("e2e-{i}");
         let path = ["ok", "missing", "fail"][i % 3];
-        let (pid, pretransfer, total) =
+        let (pid, connected, total) =
             curl_timed(&format!("http://127.0.0.1:{p_single}/{path}?i={i}"), &id);
-        measured.insert(id, (pid, path, ((total - pretransfer) * 1e6) as i64));
+        measured.insert(id, (pid, path, ((total - connected) * 1e6) as i64));
     }
     let select = format!(
         "SELECT x_request_id_0, x_request_id_1, observation_point, request_type, request_domain, request_resource, \
@@ -315,6 +315,74 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = node.sql_raw("SELEKT 1");
     assert_eq!(status, 400);
+
+    // the CLI prints a readable table; the API answers Arrow IPC when asked
+    let cli = Command::new(env!("CARGO_BIN_EXE_flowmesh"))
+        .args(["sql", "--server", &format!("http://127.0.0.1:{node_port}")])
+        .arg(format!(
+            "SELECT response_code, count(*) AS n FROM flow_log.l7_flow_log WHERE server_port = {p_keepalive} \
+             AND observation_point = 'server' GROUP BY 1 ORDER BY 1"
+        ))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cells: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        vec![
+            vec!["response_code", "n"],
+            vec!["200", "700"],
+            vec!["404", "200"],
+            vec!["500", "100"]
+        ],
+        "{table}"
+    );
+    assert!(table.contains("3 rows"), "{table}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_flowmesh"))
+        .args([
+            "sql",
+            "--server",
+            &format!("http://127.0.0.1:{node_port}"),
+            "SELECT nope FROM flow_log.l7_flow_log",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "the CLI shows the planner's message"
+    );
+    let arrow = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{node_port}/v1/sql"))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .body(format!("SELECT request_type, endpoint FROM flow_log.l7_flow_log WHERE server_port = {p_concurrent}"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        arrow.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = arrow.bytes().unwrap();
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap();
+    assert_eq!(reader.schema().field(1).name(), "endpoint");
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 2000, "both observation points of the ab run");
 
     // drops are counted, not silent: the counters exist and nothing was lost in this run
     let metrics: HashMap<String, i64> = node

@@ -258,13 +258,14 @@ impl Drop for Nginx {
     }
 }
 
-/// Runs `curl` for one URL in its own process; returns (curl's pid, time_pretransfer,
-/// time_total) in seconds.
+/// Runs `curl` for one URL in its own process; returns (curl's pid, time_connect,
+/// time_total) in seconds. curl records time_connect before it sends the request (its
+/// time_pretransfer can come after), so [time_connect, time_total] spans the exchange.
 pub fn curl_timed(url: &str, request_id: &str) -> (u32, f64, f64) {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo $$; exec curl -s -o /dev/null -H 'X-Request-ID: {request_id}' -w '%{{time_pretransfer}} %{{time_total}}' {url}"
+            "echo $$; exec curl -s -o /dev/null -H 'X-Request-ID: {request_id}' -w '%{{time_connect}} %{{time_total}}' {url}"
         ))
         .output()
         .unwrap();

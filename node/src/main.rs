@@ -44,9 +44,16 @@ fn main() -> anyhow::Result<()> {
                 OutputFormat::Table => {
                     let reader = StreamReader::try_new(Cursor::new(body), None)
                         .context("bad Arrow stream")?;
-                    let batches = reader
+                    let schema = reader.schema();
+                    let mut batches = reader
                         .collect::<Result<Vec<_>, _>>()
                         .context("bad Arrow stream")?;
+                    if batches.is_empty() {
+                        // still show the columns
+                        batches.push(datafusion::arrow::record_batch::RecordBatch::new_empty(
+                            schema,
+                        ));
+                    }
                     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                     println!("{}", pretty_format_batches(&batches)?);
                     println!("{rows} row{}", if rows == 1 { "" } else { "s" });

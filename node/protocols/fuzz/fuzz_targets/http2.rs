@@ -2,19 +2,14 @@
 //! caps, sequence jumps and uncaptured tails all come from the fuzzer's input, then checks
 //! every row.
 //!
-//! Input: three config bytes, then records of a 5-byte header and a payload, as in
-//! `http1_conversation`: `ctl, len_lo, len_hi, cap, aux` followed by `len` payload bytes.
-//! `ctl` bits: 0 direction (1 = ingress), 1 no tcp_seq, 2 sequence jump of `aux * 37` bytes,
-//! 3 uncaptured tail of `aux * 131` bytes, 4 huge uncaptured tail, 5 call `expire` after,
-//! 6 sequence jumps backwards, 7 prefix the payload with the client preface. `cap` 255 keeps
-//! the whole payload, else `cap * 8` bytes. The third config byte's low bit prefixes the very
-//! first record with the preface, so that most inputs reach the session.
+//! Input: as in `flowmesh_protocols_fuzz`, with three config bytes; `ctl` bit 7 prefixes the
+//! payload with the client preface. The third config byte's low bit prefixes the very first
+//! record with the preface, so that most inputs reach the session.
 
 #![no_main]
 
-use flowmesh_protocols::{
-    Chunk, Conversation, ConversationConfig, Direction, L7Protocol, L7Record, ResponseStatus,
-};
+use flowmesh_protocols::{L7Protocol, L7Record, ResponseStatus};
+use flowmesh_protocols_fuzz::{Setup, run};
 use libfuzzer_sys::fuzz_target;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -77,91 +72,16 @@ fn check(record: &L7Record) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [pending, head, flags, rest @ ..] = data else {
+    let setup = Setup {
+        prefix: Some(PREFACE),
+        prefix_first: data.get(2).is_some_and(|flags| flags & 1 != 0),
+        ..Setup::default()
+    };
+    let Some(outcome) = run(data, 3, &setup, check) else {
         return;
     };
-    let config = ConversationConfig {
-        max_pending_requests: usize::from(pending % 8),
-        max_head_bytes: 32 << (head % 10),
-        request_timeout_ns: 5_000,
-        inference_attempts: 8,
-    };
-    let mut conversation = Conversation::new(config);
-    let mut out = Vec::new();
-    let mut seq = [1u32, 4_000_000_000u32];
-    let mut clock = 1_000_000u64;
-    let mut rest = rest;
-    let mut records_seen = 0;
-    let mut first = flags & 1 != 0;
-    let mut bytes_fed = 0usize;
-    while let [ctl, len_lo, len_hi, cap, aux, tail @ ..] = rest {
-        let len = usize::from(u16::from_le_bytes([*len_lo, *len_hi])).min(tail.len());
-        let (body, next) = tail.split_at(len);
-        rest = next;
-        let mut bytes = Vec::with_capacity(body.len() + PREFACE.len());
-        if ctl & 128 != 0 || std::mem::take(&mut first) {
-            bytes.extend_from_slice(PREFACE);
-        }
-        bytes.extend_from_slice(body);
-        bytes_fed += bytes.len();
-        let direction = if ctl & 1 != 0 {
-            Direction::Ingress
-        } else {
-            Direction::Egress
-        };
-        let d = usize::from(ctl & 1);
-        if ctl & 4 != 0 {
-            seq[d] = seq[d].wrapping_add(u32::from(*aux) * 37);
-        }
-        if ctl & 64 != 0 {
-            seq[d] = seq[d].wrapping_sub(1_000);
-        }
-        let mut extra = if ctl & 8 != 0 {
-            u32::from(*aux) * 131
-        } else {
-            0
-        };
-        if ctl & 16 != 0 {
-            extra = u32::MAX / 4;
-        }
-        let byte_count = (bytes.len() as u32).saturating_add(extra);
-        let captured = if *cap == 255 {
-            bytes.len()
-        } else {
-            bytes.len().min(usize::from(*cap) * 8)
-        };
-        conversation.feed(
-            &Chunk {
-                direction,
-                enter_ns: clock,
-                exit_ns: clock + 500,
-                tcp_seq: if ctl & 2 != 0 { None } else { Some(seq[d]) },
-                byte_count,
-                payload: &bytes[..captured],
-                tid: u32::from(*aux),
-            },
-            &mut out,
-        );
-        seq[d] = seq[d].wrapping_add(byte_count);
-        clock += 1_000;
-        if ctl & 32 != 0 {
-            conversation.expire(clock, &mut out);
-        }
-        for record in &out[records_seen..] {
-            check(record);
-        }
-        records_seen = out.len();
-    }
-    conversation.close(clock, &mut out);
-    for record in &out[records_seen..] {
-        check(record);
-    }
-    assert_eq!(out.len() as u64, conversation.stats().records);
     // Every HTTP/2 row needs a HEADERS frame of at least 10 bytes of its own.
-    if matches!(
-        conversation.protocol(),
-        Some(L7Protocol::Http2 | L7Protocol::Grpc)
-    ) {
-        assert!(out.len() <= bytes_fed / 10 + 1);
+    if matches!(outcome.protocol, Some(L7Protocol::Http2 | L7Protocol::Grpc)) {
+        assert!(outcome.rows <= outcome.fed_bytes / 10 + 1);
     }
 });

@@ -198,14 +198,16 @@ async fn retention_deletes_old_segments_and_compaction_merges_an_hour() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.retention
-        .insert("t.events".into(), Duration::from_secs(2 * 3600));
+        .insert("t.events".into(), Duration::from_secs(3 * 3600));
     let shard = Arc::new(Shard::open(cfg, vec![def()]).unwrap());
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64;
     let old = now_us - 5 * HOUR_US;
-    let recent_hour = (now_us - 3 * HOUR_US / 2) / HOUR_US * HOUR_US; // a closed hour within retention
+    // the previous hour: closed (so compaction merges it) and 1–2 h old, within retention
+    // whatever the minute now is
+    let recent_hour = (now_us - HOUR_US) / HOUR_US * HOUR_US;
     shard
         .append(vec![("t.events".into(), batch(&[old], "old", 1))])
         .await

@@ -199,6 +199,7 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         (rows.len() == 40).then_some(rows)
     });
     let mut seqs: HashMap<String, Vec<(i64, i64, i64)>> = HashMap::new();
+    let mut within_1ms = 0;
     for r in &rows {
         let point = r[2].as_str().unwrap();
         // x_request_id_0 is the request's X-Request-ID (DeepFlow's meaning), at both ends
@@ -216,10 +217,18 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         let duration = r[9].as_i64().unwrap();
         assert!(duration > 0);
         if point == "client" {
+            // curl's window [connect, total] contains the exchange, so the captured
+            // duration never exceeds it; it is within 1 ms of it unless curl was
+            // descheduled between connecting and sending (counted below)
             assert!(
-                (duration - curl_us).abs() <= 1000,
-                "{id}: client duration {duration} µs vs curl {curl_us} µs"
+                duration <= curl_us + 1000,
+                "{id}: client duration {duration} µs exceeds curl's {curl_us} µs"
             );
+            if (duration - curl_us).abs() <= 1000 {
+                within_1ms += 1;
+            } else {
+                eprintln!("{id}: client duration {duration} µs vs curl {curl_us} µs");
+            }
         } else {
             assert!(
                 duration <= curl_us + 1000,
@@ -246,6 +255,10 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
             r[20].as_i64().unwrap(),
         ));
     }
+    assert!(
+        within_1ms >= 18,
+        "only {within_1ms} of 20 client durations within 1 ms of curl's"
+    );
     for (id, both) in seqs {
         assert_eq!(both.len(), 2, "{id}: one client and one server row");
         assert_eq!(

@@ -21,6 +21,14 @@ start_node() { # $1: extra flag (e.g. --no-capture)
     echo "node did not start" >&2; cat "$work/node.log" >&2; exit 1
 }
 
+node_cpu_seconds() { # user + system CPU the node has used so far
+    python3 - "$node_pid" <<'PY'
+import os, sys
+f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+print((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"))
+PY
+}
+
 stop_node() {
     [ -n "$node_pid" ] || return 0
     kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=""

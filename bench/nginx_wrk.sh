@@ -26,10 +26,10 @@ run_wrk() { wrk -t2 -c"$conns" -d"${secs}s" "http://127.0.0.1:$nport/" > "$work/
 off=(); on=(); captured_total=0; sent_total=0
 for r in $(seq "$rounds"); do
     start_node --no-capture; run_wrk; off+=("$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")"); stop_node
-    start_node ""; run_wrk; on+=("$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")")
-    sent=$(awk '/requests in/ {print $1}' "$work/wrk.txt"); sleep 3
+    start_node ""; cpu0=$(node_cpu_seconds); run_wrk; on+=("$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")")
+    sent=$(awk '/requests in/ {print $1}' "$work/wrk.txt"); sleep 3; cpu=$(python3 -c "print($(node_cpu_seconds) - $cpu0)")
     captured=$(sql "SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = $nport AND observation_point = 'server'")
-    echo "round $r: off ${off[-1]} req/s, on ${on[-1]} req/s; wrk completed $sent, captured $captured server rows, lost+dropped $(lost_and_dropped)" >&2
+    echo "round $r: off ${off[-1]} req/s, on ${on[-1]} req/s; wrk completed $sent, captured $captured server rows, lost+dropped $(lost_and_dropped), node CPU $(python3 -c "print(f'{$cpu:.1f} s = {1e6 * $cpu / max($captured, 1):.1f} µs per request')")" >&2
     stop_node
     captured_total=$((captured_total + captured)); sent_total=$((sent_total + sent))
 done

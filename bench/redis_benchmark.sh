@@ -23,9 +23,9 @@ run_bench() { # prints total requests/s over the SET and GET tests
 off=(); on=(); captured_total=0; sent_total=0
 for r in $(seq "$rounds"); do
     start_node --no-capture; off+=("$(run_bench)"); stop_node
-    start_node ""; on+=("$(run_bench)"); sleep 3
+    start_node ""; cpu0=$(node_cpu_seconds); on+=("$(run_bench)"); sleep 3; cpu=$(python3 -c "print($(node_cpu_seconds) - $cpu0)")
     captured=$(sql "SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = $rport AND observation_point = 'server' AND request_type IN ('SET', 'GET')")
-    echo "round $r: off ${off[-1]} req/s, on ${on[-1]} req/s; captured $captured of $((2 * n)) SET+GET server rows, lost+dropped $(lost_and_dropped)" >&2
+    echo "round $r: off ${off[-1]} req/s, on ${on[-1]} req/s; captured $captured of $((2 * n)) SET+GET server rows, lost+dropped $(lost_and_dropped), node CPU $(python3 -c "print(f'{$cpu:.1f} s = {1e6 * $cpu / max($captured, 1):.1f} µs per request')")" >&2
     stop_node
     captured_total=$((captured_total + captured)); sent_total=$((sent_total + 2 * n))
 done

@@ -613,7 +613,7 @@ mod tests {
     fn fields_follow_deepflow() {
         let codec = DnsCodec::new(Transport::Udp);
         let q = parse(&query(7, "mail.example.com", 15)).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Dns, Role::Client);
         codec.fill(&q, None, &mut record);
         assert_eq!(record.request_type, "MX");
         assert_eq!(record.request_resource, "mail.example.com");
@@ -633,7 +633,7 @@ mod tests {
             (5, ResponseStatus::ServerError, "REFUSED"),
         ] {
             let r = parse(&response(&a, rcode, &[[1, 2, 3, 4]])).unwrap();
-            let mut record = blank();
+            let mut record = L7Record::new(L7Protocol::Dns, Role::Client);
             codec.fill(&q, Some(&r), &mut record);
             assert_eq!(record.request_domain, "www.example.com");
             assert_eq!(record.response_code, Some(u16::from(rcode)));
@@ -652,33 +652,5 @@ mod tests {
         assert_eq!(exchange_key(&a), exchange_key(&a_upper));
         let a_resp = parse(&response(&query(9, "a.example", 1), 0, &[])).unwrap();
         assert_eq!(exchange_key(&a), exchange_key(&a_resp));
-    }
-
-    fn blank() -> L7Record {
-        L7Record {
-            protocol: L7Protocol::Dns,
-            role: Role::Client,
-            version: String::new(),
-            request_type: String::new(),
-            request_domain: String::new(),
-            request_resource: String::new(),
-            endpoint: String::new(),
-            response_code: None,
-            response_status: ResponseStatus::Unknown,
-            response_exception: String::new(),
-            request_length: 0,
-            response_length: None,
-            request_start_ns: 0,
-            request_end_ns: 0,
-            response_start_ns: None,
-            response_end_ns: None,
-            req_tcp_seq: None,
-            resp_tcp_seq: None,
-            request_tid: 0,
-            response_tid: None,
-            x_request_id: None,
-            trace_id: None,
-            span_id: None,
-        }
     }
 }

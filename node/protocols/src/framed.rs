@@ -167,16 +167,6 @@ impl<C: Codec> FramedSession<C> {
         response: Option<(&C::Response, &Span)>,
     ) -> L7Record {
         let mut record = L7Record {
-            protocol: self.codec.protocol(),
-            role: self.role,
-            version: String::new(),
-            request_type: String::new(),
-            request_domain: String::new(),
-            request_resource: String::new(),
-            endpoint: String::new(),
-            response_code: None,
-            response_status: ResponseStatus::Unknown,
-            response_exception: String::new(),
             request_length: req.len,
             response_length: response.map(|(_, s)| s.len),
             request_start_ns: req.start_ns,
@@ -187,9 +177,7 @@ impl<C: Codec> FramedSession<C> {
             resp_tcp_seq: response.and_then(|(_, s)| s.seq),
             request_tid: req.tid,
             response_tid: response.map(|(_, s)| s.tid),
-            x_request_id: None,
-            trace_id: None,
-            span_id: None,
+            ..L7Record::new(self.codec.protocol(), self.role)
         };
         self.codec
             .fill(request, response.map(|(r, _)| r), &mut record);

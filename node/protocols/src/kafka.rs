@@ -1091,30 +1091,6 @@ mod tests {
     }
 
     fn blank_record() -> L7Record {
-        L7Record {
-            protocol: L7Protocol::Kafka,
-            role: Role::Client,
-            version: String::new(),
-            request_type: String::new(),
-            request_domain: String::new(),
-            request_resource: String::new(),
-            endpoint: String::new(),
-            response_code: None,
-            response_status: ResponseStatus::Unknown,
-            response_exception: String::new(),
-            request_length: 0,
-            response_length: None,
-            request_start_ns: 0,
-            request_end_ns: 0,
-            response_start_ns: None,
-            response_end_ns: None,
-            req_tcp_seq: None,
-            resp_tcp_seq: None,
-            request_tid: 0,
-            response_tid: None,
-            x_request_id: None,
-            trace_id: None,
-            span_id: None,
-        }
+        L7Record::new(L7Protocol::Kafka, Role::Client)
     }
 }

@@ -293,6 +293,36 @@ pub struct L7Record {
 }
 
 impl L7Record {
+    /// A record of `protocol` seen in `role` with every other field empty, for sessions
+    /// to fill in.
+    pub fn new(protocol: L7Protocol, role: Role) -> Self {
+        L7Record {
+            protocol,
+            role,
+            version: String::new(),
+            request_type: String::new(),
+            request_domain: String::new(),
+            request_resource: String::new(),
+            endpoint: String::new(),
+            response_code: None,
+            response_status: ResponseStatus::Unknown,
+            response_exception: String::new(),
+            request_length: 0,
+            response_length: None,
+            request_start_ns: 0,
+            request_end_ns: 0,
+            response_start_ns: None,
+            response_end_ns: None,
+            req_tcp_seq: None,
+            resp_tcp_seq: None,
+            request_tid: 0,
+            response_tid: None,
+            x_request_id: None,
+            trace_id: None,
+            span_id: None,
+        }
+    }
+
     /// `response_end_ns - request_start_ns` in microseconds; `None` without a response.
     pub fn duration_us(&self) -> Option<u64> {
         self.response_end_ns

@@ -436,34 +436,6 @@ pub(crate) fn new_session(role: Role, config: &ConversationConfig) -> Box<dyn Pr
 mod tests {
     use super::*;
 
-    fn blank() -> L7Record {
-        L7Record {
-            protocol: L7Protocol::Mqtt,
-            role: Role::Client,
-            version: String::new(),
-            request_type: String::new(),
-            request_domain: String::new(),
-            request_resource: String::new(),
-            endpoint: String::new(),
-            response_code: None,
-            response_status: ResponseStatus::Unknown,
-            response_exception: String::new(),
-            request_length: 0,
-            response_length: None,
-            request_start_ns: 0,
-            request_end_ns: 0,
-            response_start_ns: None,
-            response_end_ns: None,
-            req_tcp_seq: None,
-            resp_tcp_seq: None,
-            request_tid: 0,
-            response_tid: None,
-            x_request_id: None,
-            trace_id: None,
-            span_id: None,
-        }
-    }
-
     fn codec(requester: Requester) -> MqttCodec {
         MqttCodec::new(requester, Arc::default(), WHOLE_PACKET_MAX)
     }
@@ -555,7 +527,7 @@ mod tests {
             panic!("no CONNECT");
         };
         let connack = packet::parse(b"\x20\x03\x00\x87\x00", 5).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(&connect, Some(&connack), &mut record);
         assert_eq!(record.version, "5.0");
         assert_eq!(record.request_type, "CONNECT");
@@ -564,13 +536,13 @@ mod tests {
         assert_eq!(record.response_status, ResponseStatus::ClientError);
         assert_eq!(record.response_exception, "Not authorized");
         let busy = packet::parse(b"\x20\x03\x00\x89\x00", 5).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(&connect, Some(&busy), &mut record);
         assert_eq!(record.response_status, ResponseStatus::ServerError);
         // a QoS 0 PUBLISH is a row of its own, ok
         let q0 = packet::parse(b"\x30\x05\x00\x01tok", 5).unwrap();
         assert!(!codec.expects_response(&q0));
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(&q0, None, &mut record);
         assert_eq!(
             (record.request_resource.as_str(), record.response_status),
@@ -578,13 +550,13 @@ mod tests {
         );
         // a DISCONNECT with a failure reason is a one-way row with that reason
         let bye = packet::parse(b"\xe0\x01\x8e", 5).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(&bye, None, &mut record);
         assert_eq!(record.response_code, Some(0x8e));
         assert_eq!(record.response_exception, "Session taken over");
         // a QoS 1 PUBLISH without answer (timeout, close) keeps its status
         let q1 = packet::parse(b"\x32\x07\x00\x01t\x00\x05\x00", 5).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(&q1, None, &mut record);
         assert_eq!(record.response_status, ResponseStatus::Unknown);
         assert_eq!(record.response_code, None);
@@ -607,7 +579,7 @@ mod tests {
             (9, ResponseStatus::Unknown, ""),
         ] {
             let connack = packet::parse(&[0x20, 2, 0, code], 4).unwrap();
-            let mut record = blank();
+            let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
             codec.fill(&connect, Some(&connack), &mut record);
             assert_eq!(record.version, "3.1.1");
             assert_eq!(record.response_code, Some(u16::from(code)));
@@ -618,11 +590,11 @@ mod tests {
         }
         let subscribe = packet::parse(b"\x82\x06\x00\x01\x00\x01t\x00", 4).unwrap();
         let suback = packet::parse(b"\x90\x03\x00\x01\x80", 4).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(&subscribe, Some(&suback), &mut record);
         assert_eq!(record.response_status, ResponseStatus::ClientError);
         let pingresp = packet::parse(b"\xd0\x00", 4).unwrap();
-        let mut record = blank();
+        let mut record = L7Record::new(L7Protocol::Mqtt, Role::Client);
         codec.fill(
             &packet::parse(b"\xc0\x00", 4).unwrap(),
             Some(&pingresp),

@@ -42,6 +42,7 @@
 use crate::framed::FramedSession;
 use crate::infer::{Detection, Inference};
 use crate::session::{Codec, Decode, ProtocolSession, WireLen};
+use crate::text::lossy;
 use crate::{ConversationConfig, Direction, L7Protocol, L7Record, ResponseStatus, Role};
 
 const MAGIC: [u8; 2] = [0xda, 0xbb];
@@ -193,10 +194,6 @@ pub(crate) struct DubboResponse {
 /// The Dubbo codec (stateless).
 #[derive(Debug, Default)]
 pub(crate) struct DubboCodec;
-
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The four leading strings of a Hessian 2 request body at `at`: `Err(true)` when they run
 /// past `buf`.

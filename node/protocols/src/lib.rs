@@ -52,6 +52,7 @@ pub mod nats;
 pub mod postgres;
 pub mod redis;
 pub mod session;
+mod text;
 
 mod conversation;
 mod error;

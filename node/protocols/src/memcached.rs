@@ -47,6 +47,7 @@
 use crate::framed::FramedSession;
 use crate::infer::{Detection, Inference};
 use crate::session::{Codec, Decode, ProtocolSession, WireLen};
+use crate::text::without_cut_char;
 use crate::{ConversationConfig, Direction, L7Protocol, L7Record, ResponseStatus, Role};
 
 /// Bytes of an incomplete message buffered before the codec stops waiting for the rest and
@@ -231,27 +232,6 @@ fn text(bytes: &[u8], max: usize, cut: bool) -> String {
         text.push_str("...");
     }
     text
-}
-
-/// `bytes` without a multi-byte UTF-8 character cut short at its end.
-fn without_cut_char(bytes: &[u8]) -> &[u8] {
-    for back in 1..=bytes.len().min(4) {
-        let b = bytes[bytes.len() - back];
-        if b & 0xc0 != 0x80 {
-            let len = match b {
-                0xc0..=0xdf => 2,
-                0xe0..=0xef => 3,
-                0xf0..=0xf7 => 4,
-                _ => 1,
-            };
-            return if len > back {
-                &bytes[..bytes.len() - back]
-            } else {
-                bytes
-            };
-        }
-    }
-    bytes
 }
 
 /// Recognises a memcached command at the start of a chunk (see the module docs).

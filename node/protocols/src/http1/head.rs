@@ -1,5 +1,6 @@
 //! HTTP/1 message heads: parsing with `httparse` and extraction of the fields rows need.
 
+use crate::text::lossy_trimmed;
 use std::mem::MaybeUninit;
 
 use super::MessageKind;
@@ -333,7 +334,7 @@ pub(crate) fn parse_head(kind: MessageKind, buf: &[u8]) -> Result<HeadParse, Par
             Ok(HeadParse::Complete(Head::Response(ResponseHead {
                 version,
                 code,
-                reason: lossy(response.reason.unwrap_or("").as_bytes()),
+                reason: lossy_trimmed(response.reason.unwrap_or("").as_bytes()),
                 x_request_id: facts.x_request_id,
                 trace: facts.trace,
                 head_len,
@@ -392,10 +393,12 @@ impl HeaderFacts {
                     facts.transfer_encoding = Some(coding.eq_ignore_ascii_case(b"chunked"));
                 }
             } else if name.eq_ignore_ascii_case(b"host") {
-                facts.host.get_or_insert_with(|| lossy(header.value));
+                facts
+                    .host
+                    .get_or_insert_with(|| lossy_trimmed(header.value));
             } else if name.eq_ignore_ascii_case(b"x-request-id") {
                 if facts.x_request_id.is_none() && !header.value.trim_ascii().is_empty() {
-                    facts.x_request_id = Some(lossy(header.value));
+                    facts.x_request_id = Some(lossy_trimmed(header.value));
                 }
             } else if name.eq_ignore_ascii_case(b"traceparent") && facts.trace.is_none() {
                 facts.trace = TraceContext::from_traceparent(header.value);
@@ -416,10 +419,6 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
             None
         }
     })
-}
-
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes.trim_ascii()).into_owned()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use super::frame::FramePosition;
 use super::hpack::Field;
 use crate::http1::TraceContext;
 use crate::session::SyscallMeta;
+use crate::text::lossy_trimmed;
 use crate::{L7Protocol, L7Record, ResponseStatus, Role};
 
 /// The fields of one header block that rows need, gathered as the block is decoded.
@@ -53,7 +54,7 @@ impl HeaderFacts {
                 b"method" => {
                     let valid = !value.is_empty() && value.iter().all(|&b| is_tchar(b));
                     self.malformed |= !valid || self.method.is_some();
-                    self.method.get_or_insert_with(|| lossy(value));
+                    self.method.get_or_insert_with(|| lossy_trimmed(value));
                 }
                 b"authority" => set_once(&mut self.authority, value),
                 b"path" => set_once(&mut self.path, value),
@@ -88,7 +89,7 @@ impl HeaderFacts {
                 self.grpc_message = Some(percent_decode(value));
             }
             b"x-request-id" if self.x_request_id.is_none() && !value.trim_ascii().is_empty() => {
-                self.x_request_id = Some(lossy(value));
+                self.x_request_id = Some(lossy_trimmed(value));
             }
             b"traceparent" if self.trace.is_none() => {
                 self.trace = TraceContext::from_traceparent(value);
@@ -116,12 +117,8 @@ impl HeaderFacts {
 
 fn set_once(slot: &mut Option<String>, value: &[u8]) {
     if slot.is_none() {
-        *slot = Some(lossy(value));
+        *slot = Some(lossy_trimmed(value));
     }
-}
-
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes.trim_ascii()).into_owned()
 }
 
 /// RFC 9110 §5.6.2 token characters.

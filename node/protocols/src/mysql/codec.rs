@@ -2,9 +2,10 @@
 
 use std::collections::VecDeque;
 
-use super::sql_text::{lossy, until_nul};
+use super::sql_text::until_nul;
 use super::wire::{self, Check, HEADER_LEN, Header, MAX_PAYLOAD, com};
 use crate::session::{Codec, Decode, WireLen};
+use crate::text::lossy;
 use crate::{L7Protocol, L7Record, ResponseStatus};
 
 /// Prepared statements remembered per connection (the oldest is forgotten first).

@@ -97,16 +97,6 @@ pub(crate) fn is_plain_text(bytes: &[u8]) -> bool {
     }
 }
 
-/// `bytes` as text: invalid sequences replaced, a last character cut short by the capture
-/// dropped.
-pub(crate) fn lossy(bytes: &[u8]) -> String {
-    let bytes = match std::str::from_utf8(bytes) {
-        Err(e) if e.error_len().is_none() => &bytes[..e.valid_up_to()],
-        _ => bytes,
-    };
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// The bytes before the first NUL (all of them if there is none).
 pub(crate) fn until_nul(bytes: &[u8]) -> &[u8] {
     match bytes.iter().position(|&b| b == 0) {
@@ -118,6 +108,7 @@ pub(crate) fn until_nul(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::lossy;
 
     const KEYWORDS: [&str; 3] = ["SELECT", "SET", "BEGIN"];
 

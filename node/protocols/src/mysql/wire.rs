@@ -142,8 +142,8 @@ pub(crate) fn err_packet(payload: &[u8]) -> Option<ErrPacket> {
     };
     Some(ErrPacket {
         code,
-        sql_state: super::sql_text::lossy(sql_state),
-        message: super::sql_text::lossy(message),
+        sql_state: crate::text::lossy(sql_state),
+        message: crate::text::lossy(message),
     })
 }
 
@@ -202,7 +202,7 @@ pub(crate) fn greeting(payload: &[u8], payload_len: usize) -> Check<Greeting> {
     // character set (1), status (2), capability flags high (2)
     let high = u16_at(payload, after + 18).map_or(0, u32::from);
     Check::Yes(Greeting {
-        server_version: super::sql_text::lossy(name),
+        server_version: crate::text::lossy(name),
         capabilities: low | high << 16,
     })
 }
@@ -270,7 +270,7 @@ pub(crate) fn login(payload: &[u8], payload_len: usize) -> Check<Login> {
     }
     Check::Yes(Login {
         capabilities,
-        user: super::sql_text::lossy(user),
+        user: crate::text::lossy(user),
         ssl_request: false,
     })
 }

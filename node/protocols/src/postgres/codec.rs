@@ -3,8 +3,9 @@
 use std::collections::VecDeque;
 
 use super::wire::{self, MAX_MESSAGE, MAX_STARTUP, u32_at};
-use crate::mysql::sql_text::{lossy, until_nul};
+use crate::mysql::sql_text::until_nul;
 use crate::session::{Codec, Decode, WireLen};
+use crate::text::lossy;
 use crate::{L7Protocol, L7Record, ResponseStatus};
 
 /// Prepared statements and portals remembered per connection (the oldest is forgotten

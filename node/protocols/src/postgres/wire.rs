@@ -3,7 +3,8 @@
 //! DeepFlow's classification of SQLSTATE codes.
 
 use crate::ResponseStatus;
-use crate::mysql::sql_text::{lossy, until_nul};
+use crate::mysql::sql_text::until_nul;
+use crate::text::lossy;
 
 /// Longest message accepted (the server's own limit is 1 GiB).
 pub(crate) const MAX_MESSAGE: u32 = 1 << 30;

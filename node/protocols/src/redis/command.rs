@@ -1,6 +1,7 @@
 //! Client commands: RESP arrays of bulk strings, or inline lines (`PING\r\n`), read into the
 //! fields of a row as far as they were captured.
 
+use crate::text::without_cut_char;
 use std::borrow::Cow;
 
 use super::commands;
@@ -390,27 +391,6 @@ pub(super) fn text_prefix(bytes: &[u8], max: usize) -> (Cow<'_, str>, bool) {
         end -= 1;
     }
     (Cow::Owned(text[..end].to_owned()), true)
-}
-
-/// `bytes` without a multi-byte UTF-8 character cut short at its end.
-pub(super) fn without_cut_char(bytes: &[u8]) -> &[u8] {
-    for back in 1..=bytes.len().min(4) {
-        let b = bytes[bytes.len() - back];
-        if b & 0xc0 != 0x80 {
-            let len = match b {
-                0xc0..=0xdf => 2,
-                0xe0..=0xef => 3,
-                0xf0..=0xf7 => 4,
-                _ => 1,
-            };
-            return if len > back {
-                &bytes[..bytes.len() - back]
-            } else {
-                bytes
-            };
-        }
-    }
-    bytes
 }
 
 #[cfg(test)]

@@ -5,63 +5,19 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Wire, directions};
+use common::{
+    Wire,
+    recorded::{self, Recorded, total, views},
+};
 use flowmesh_protocols::infer::{Detection, detect};
 use flowmesh_protocols::{Direction, L7Protocol, ResponseStatus};
 
-/// One recorded syscall: whether the client sent it, and its bytes.
-type Recorded = (bool, Vec<u8>);
-
 fn load(name: &str) -> Vec<Recorded> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mysql")
-        .join(format!("{name}.bin"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("failed to read fixture {}: {e}", path.display()));
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while let [direction, l0, l1, l2, l3, tail @ ..] = rest {
-        let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]) as usize;
-        assert!(
-            len <= tail.len() && matches!(direction, b'c' | b's'),
-            "{name}: bad record"
-        );
-        out.push((*direction == b'c', tail[..len].to_vec()));
-        rest = &tail[len..];
-    }
-    out
+    recorded::load("mysql", name)
 }
 
-/// The default capture per syscall, and no limit.
-const CAPS: [usize; 2] = [usize::MAX, 1024];
-
-/// Feeds `recorded` as seen by the client (`server == false`) or the server.
 fn replay(recorded: &[Recorded], server: bool, cap: usize) -> Wire {
-    let (requests, responses) = directions(server);
-    let mut wire = Wire::new();
-    for (from_client, bytes) in recorded {
-        let direction = if *from_client { requests } else { responses };
-        wire.send_capped(direction, bytes, cap);
-    }
-    wire.close();
-    assert_eq!(wire.conversation.protocol(), Some(L7Protocol::MySql));
-    wire
-}
-
-fn views() -> impl Iterator<Item = (bool, usize)> {
-    [false, true]
-        .into_iter()
-        .flat_map(|server| CAPS.into_iter().map(move |cap| (server, cap)))
-}
-
-fn total(recorded: &[Recorded], from_client: bool) -> u64 {
-    recorded
-        .iter()
-        .filter(|(c, _)| *c == from_client)
-        .map(|(_, b)| b.len() as u64)
-        .sum()
+    recorded::replay(recorded, server, cap, L7Protocol::MySql)
 }
 
 type Row<'a> = (&'a str, &'a str, ResponseStatus, Option<u16>);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod recorded;
+
 use flowmesh_protocols::{
     Chunk, Conversation, ConversationConfig, ConversationStats, Direction, L7Record,
 };

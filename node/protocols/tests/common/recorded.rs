@@ -1,0 +1,67 @@
+//! Conversations recorded from real servers as `.bin` fixtures (records of a direction
+//! byte `c`/`s`, a big-endian u32 length and the bytes of one syscall), replayed from
+//! either side, whole or with a capture cap.
+
+use std::path::PathBuf;
+
+use flowmesh_protocols::L7Protocol;
+
+use super::{Wire, directions};
+
+/// One recorded syscall: whether the client sent it, and its bytes.
+pub type Recorded = (bool, Vec<u8>);
+
+/// `tests/fixtures/<dir>/<name>.bin`.
+pub fn load(dir: &str, name: &str) -> Vec<Recorded> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(format!("{name}.bin"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("failed to read fixture {}: {e}", path.display()));
+    let mut out = Vec::new();
+    let mut rest = &bytes[..];
+    while let [direction, l0, l1, l2, l3, tail @ ..] = rest {
+        let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]) as usize;
+        assert!(
+            len <= tail.len() && matches!(direction, b'c' | b's'),
+            "{name}: bad record"
+        );
+        out.push((*direction == b'c', tail[..len].to_vec()));
+        rest = &tail[len..];
+    }
+    out
+}
+
+/// The default capture per syscall, and no limit.
+pub const CAPS: [usize; 2] = [usize::MAX, 1024];
+
+/// Feeds `recorded` as seen by the client (`server == false`) or the server, and checks
+/// it was recognised as `protocol`.
+pub fn replay(recorded: &[Recorded], server: bool, cap: usize, protocol: L7Protocol) -> Wire {
+    let (requests, responses) = directions(server);
+    let mut wire = Wire::new();
+    for (from_client, bytes) in recorded {
+        let direction = if *from_client { requests } else { responses };
+        wire.send_capped(direction, bytes, cap);
+    }
+    wire.close();
+    assert_eq!(wire.conversation.protocol(), Some(protocol));
+    wire
+}
+
+/// Every (server side?, capture cap) pair.
+pub fn views() -> impl Iterator<Item = (bool, usize)> {
+    [false, true]
+        .into_iter()
+        .flat_map(|server| CAPS.into_iter().map(move |cap| (server, cap)))
+}
+
+/// Bytes sent by the client (or the server) over the whole recording.
+pub fn total(recorded: &[Recorded], from_client: bool) -> u64 {
+    recorded
+        .iter()
+        .filter(|(c, _)| *c == from_client)
+        .map(|(_, b)| b.len() as u64)
+        .sum()
+}

@@ -3,39 +3,21 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Wire, directions};
+use common::{Wire, directions, recorded};
 use flowmesh_protocols::infer::{Detection, detect};
-use flowmesh_protocols::{ConversationConfig, L7Protocol, L7Record, ResponseStatus, Role};
+use flowmesh_protocols::{L7Protocol, L7Record, ResponseStatus, Role};
 
 /// One frame of a transcript: sent by the client (`true`) or the broker, and its bytes.
-type Frame = (bool, Vec<u8>);
+type Frame = recorded::Recorded;
 
 fn load(name: &str) -> Vec<Frame> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/kafka")
-        .join(format!("{name}.bin"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {path:?}: {e}"));
-    let mut frames = Vec::new();
-    let mut rest = &bytes[..];
-    while let [dir, a, b, c, d, tail @ ..] = rest {
-        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        frames.push((*dir == b'>', tail[..len].to_vec()));
-        rest = &tail[len..];
-    }
-    frames
+    recorded::load("kafka", name)
 }
 
 /// Replays `frames` seen from the client (or the broker), each frame one syscall of which
 /// the first `cap` bytes are captured, then closes the socket.
 fn replay(frames: &[Frame], server: bool, cap: usize) -> (Vec<L7Record>, Wire) {
-    let mut wire = Wire::with_config(ConversationConfig::default());
-    let (req, resp) = directions(server);
-    for (from_client, bytes) in frames {
-        wire.send_capped(if *from_client { req } else { resp }, bytes, cap);
-    }
-    wire.close();
+    let mut wire = recorded::feed(frames, server, cap);
     (std::mem::take(&mut wire.records), wire)
 }
 

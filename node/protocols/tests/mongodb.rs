@@ -3,38 +3,19 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Wire, directions};
+use common::{Wire, directions, recorded};
 use flowmesh_protocols::infer::{Detection, detect};
 use flowmesh_protocols::{Direction, L7Protocol, L7Record, ResponseStatus, Role};
 
 /// One record of a transcript: sent by the client (`true`) or the server, and its bytes.
-type Frame = (bool, Vec<u8>);
+type Frame = recorded::Recorded;
 
 fn load(name: &str) -> Vec<Frame> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mongodb")
-        .join(format!("{name}.bin"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read {path:?}: {e}"));
-    let mut frames = Vec::new();
-    let mut rest = &bytes[..];
-    while let [dir, a, b, c, d, tail @ ..] = rest {
-        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        frames.push((*dir == b'>', tail[..len].to_vec()));
-        rest = &tail[len..];
-    }
-    frames
+    recorded::load("mongodb", name)
 }
 
 fn replay(frames: &[Frame], server: bool, cap: usize) -> Wire {
-    let mut wire = Wire::new();
-    let (req, resp) = directions(server);
-    for (from_client, bytes) in frames {
-        wire.send_capped(if *from_client { req } else { resp }, bytes, cap);
-    }
-    wire.close();
-    wire
+    recorded::feed(frames, server, cap)
 }
 
 /// (request_type, resource, domain, response_code, status, exception)

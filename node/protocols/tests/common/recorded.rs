@@ -1,6 +1,6 @@
-//! Conversations recorded from real servers as `.bin` fixtures (records of a direction
-//! byte `c`/`s`, a big-endian u32 length and the bytes of one syscall), replayed from
-//! either side, whole or with a capture cap.
+//! Recorded conversations as `.bin` fixtures (records of a direction byte — `c` or `>` from
+//! the client, `s` or `<` from the server — a big-endian u32 length and the bytes of one
+//! syscall), replayed from either side, whole or with a capture cap.
 
 use std::path::PathBuf;
 
@@ -24,10 +24,10 @@ pub fn load(dir: &str, name: &str) -> Vec<Recorded> {
     while let [direction, l0, l1, l2, l3, tail @ ..] = rest {
         let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]) as usize;
         assert!(
-            len <= tail.len() && matches!(direction, b'c' | b's'),
+            len <= tail.len() && matches!(direction, b'c' | b's' | b'>' | b'<'),
             "{name}: bad record"
         );
-        out.push((*direction == b'c', tail[..len].to_vec()));
+        out.push((matches!(direction, b'c' | b'>'), tail[..len].to_vec()));
         rest = &tail[len..];
     }
     out
@@ -36,9 +36,9 @@ pub fn load(dir: &str, name: &str) -> Vec<Recorded> {
 /// The default capture per syscall, and no limit.
 pub const CAPS: [usize; 2] = [usize::MAX, 1024];
 
-/// Feeds `recorded` as seen by the client (`server == false`) or the server, and checks
-/// it was recognised as `protocol`.
-pub fn replay(recorded: &[Recorded], server: bool, cap: usize, protocol: L7Protocol) -> Wire {
+/// Feeds `recorded` as seen by the client (`server == false`) or the server, each record
+/// one syscall of which the first `cap` bytes are captured, then closes the socket.
+pub fn feed(recorded: &[Recorded], server: bool, cap: usize) -> Wire {
     let (requests, responses) = directions(server);
     let mut wire = Wire::new();
     for (from_client, bytes) in recorded {
@@ -46,6 +46,12 @@ pub fn replay(recorded: &[Recorded], server: bool, cap: usize, protocol: L7Proto
         wire.send_capped(direction, bytes, cap);
     }
     wire.close();
+    wire
+}
+
+/// [`feed`], checking that the conversation was recognised as `protocol`.
+pub fn replay(recorded: &[Recorded], server: bool, cap: usize, protocol: L7Protocol) -> Wire {
+    let wire = feed(recorded, server, cap);
     assert_eq!(wire.conversation.protocol(), Some(protocol));
     wire
 }

@@ -3,59 +3,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::Wire;
+use common::chunks::{self as chunk_fixtures, Recorded, UNCAPPED, replay, replay_split};
 use flowmesh_protocols::infer::{Detection, detect};
 use flowmesh_protocols::{Direction, L7Protocol, L7Record, ResponseStatus, Role};
 use proptest::prelude::*;
 
-/// One recorded recv(): client to server or back, its length, the bytes kept of it.
-#[derive(Debug, Clone)]
-struct Recorded {
-    to_server: bool,
-    len: u32,
-    bytes: Vec<u8>,
-}
-
 fn load(name: &str) -> Vec<Recorded> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/memcached")
-        .join(format!("{name}.chunks"));
-    let data = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("failed to read fixture {}: {e}", path.display()));
-    let mut chunks = Vec::new();
-    let mut rest = &data[..];
-    while !rest.is_empty() {
-        let newline = rest.iter().position(|&b| b == b'\n').expect("header line");
-        let header = std::str::from_utf8(&rest[..newline]).expect("ascii header");
-        let fields: Vec<&str> = header.split(' ').collect();
-        let len: u32 = fields[1].parse().expect("length");
-        let kept: usize = fields
-            .get(2)
-            .map_or(len as usize, |k| k.parse().expect("kept"));
-        let bytes = rest[newline + 1..newline + 1 + kept].to_vec();
-        assert_eq!(rest[newline + 1 + kept], b'\n', "{name}: record separator");
-        chunks.push(Recorded {
-            to_server: fields[0] == ">",
-            len,
-            bytes,
-        });
-        rest = &rest[newline + 2 + kept..];
-    }
-    chunks
-}
-
-fn replay(chunks: &[Recorded], server: bool, cap: usize) -> Wire {
-    let mut wire = Wire::new();
-    let (requests, replies) = common::directions(server);
-    for chunk in chunks {
-        let direction = if chunk.to_server { requests } else { replies };
-        let kept = &chunk.bytes[..chunk.bytes.len().min(cap)];
-        wire.send_raw(direction, kept, chunk.len);
-    }
-    wire.close();
-    wire
+    chunk_fixtures::load("memcached", name)
 }
 
 type Row = (String, String, ResponseStatus, String);
@@ -81,7 +35,6 @@ fn row(status: ResponseStatus, resource: &str, exception: &str) -> Row {
 
 use ResponseStatus::{ClientError, Ok, Unknown};
 
-const UNCAPPED: usize = usize::MAX;
 const CAP: usize = 1024;
 
 fn session_rows() -> Vec<Row> {
@@ -223,33 +176,6 @@ fn exact_rows(records: &[L7Record]) -> Vec<ExactRow> {
             )
         })
         .collect()
-}
-
-fn replay_split(chunks: &[Recorded], cuts: &[Vec<usize>]) -> Wire {
-    let mut split = Vec::new();
-    for (chunk, cuts) in chunks
-        .iter()
-        .zip(cuts.iter().chain(std::iter::repeat(&Vec::new())))
-    {
-        let len = chunk.bytes.len();
-        let mut points: Vec<usize> = cuts
-            .iter()
-            .map(|p| p % len.max(1))
-            .filter(|&p| p > 0)
-            .collect();
-        points.sort_unstable();
-        points.dedup();
-        let mut start = 0;
-        for point in points.into_iter().chain(std::iter::once(len)) {
-            split.push(Recorded {
-                to_server: chunk.to_server,
-                len: (point - start) as u32,
-                bytes: chunk.bytes[start..point].to_vec(),
-            });
-            start = point;
-        }
-    }
-    replay(&split, false, UNCAPPED)
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod chunks;
 pub mod recorded;
 
 use flowmesh_protocols::{

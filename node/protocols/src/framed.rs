@@ -500,6 +500,64 @@ impl<C: Codec> ProtocolSession for FramedSession<C> {
     }
 }
 
+/// A [`FramedSession`] driven by hand, for codec unit tests: one syscall per call, a clock
+/// that moves 10 ns a syscall, no sequence numbers.
+#[cfg(test)]
+pub(crate) struct CodecWire<C: Codec> {
+    pub(crate) session: FramedSession<C>,
+    pub(crate) stats: ConversationStats,
+    pub(crate) out: Vec<L7Record>,
+    t: u64,
+}
+
+#[cfg(test)]
+impl<C: Codec> CodecWire<C> {
+    pub(crate) fn new(codec: C, role: Role) -> Self {
+        CodecWire {
+            session: FramedSession::new(codec, role, &ConversationConfig::default()),
+            stats: ConversationStats::default(),
+            out: Vec::new(),
+            t: 0,
+        }
+    }
+
+    /// One syscall of `bytes` of which the first `cap` are captured.
+    pub(crate) fn send(&mut self, direction: Direction, bytes: &[u8], cap: usize) {
+        self.t += 10;
+        let captured = &bytes[..cap.min(bytes.len())];
+        let meta = SyscallMeta {
+            enter_ns: self.t,
+            exit_ns: self.t + 1,
+            seq: None,
+            tid: 1,
+        };
+        let gap = (bytes.len() - captured.len()) as u64;
+        self.session.feed(
+            direction,
+            &meta,
+            SeqStep::default(),
+            captured,
+            gap,
+            &mut self.stats,
+            &mut self.out,
+        );
+    }
+
+    /// Bytes the session's client sends, whole.
+    pub(crate) fn request(&mut self, bytes: &[u8]) {
+        self.send(self.session.role.request_direction(), bytes, usize::MAX);
+    }
+
+    /// Bytes the session's server sends, whole.
+    pub(crate) fn reply(&mut self, bytes: &[u8]) {
+        self.send(
+            self.session.role.request_direction().opposite(),
+            bytes,
+            usize::MAX,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The framework with a toy protocol: `[len: u8][id: u8][kind: u8][body]`, kind b'Q' a

@@ -614,57 +614,11 @@ impl Codec for MemcachedCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConversationStats;
-    use crate::session::{SeqStep, SyscallMeta};
+    use crate::framed::CodecWire;
 
-    struct Wire {
-        session: FramedSession<MemcachedCodec>,
-        stats: ConversationStats,
-        out: Vec<L7Record>,
-        t: u64,
-    }
+    type Wire = CodecWire<MemcachedCodec>;
 
-    impl Wire {
-        fn new() -> Self {
-            Wire {
-                session: FramedSession::new(
-                    MemcachedCodec::default(),
-                    Role::Server,
-                    &ConversationConfig::default(),
-                ),
-                stats: ConversationStats::default(),
-                out: Vec::new(),
-                t: 0,
-            }
-        }
-
-        fn send(&mut self, direction: Direction, bytes: &[u8], cap: usize) {
-            self.t += 10;
-            let captured = &bytes[..cap.min(bytes.len())];
-            self.session.feed(
-                direction,
-                &SyscallMeta {
-                    enter_ns: self.t,
-                    exit_ns: self.t + 1,
-                    seq: None,
-                    tid: 1,
-                },
-                SeqStep::default(),
-                captured,
-                (bytes.len() - captured.len()) as u64,
-                &mut self.stats,
-                &mut self.out,
-            );
-        }
-
-        fn request(&mut self, bytes: &[u8]) {
-            self.send(Direction::Ingress, bytes, usize::MAX);
-        }
-
-        fn reply(&mut self, bytes: &[u8]) {
-            self.send(Direction::Egress, bytes, usize::MAX);
-        }
-
+    impl CodecWire<MemcachedCodec> {
         fn rows(&self) -> Vec<(String, String, ResponseStatus, String)> {
             self.out
                 .iter()
@@ -693,7 +647,7 @@ mod tests {
 
     #[test]
     fn replies_past_the_capture_cap() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(MemcachedCodec::default(), Role::Server);
         let big = vec![b'v'; 3000];
         // a single-key get: the END after the one block is counted unseen
         w.request(b"get a\r\n");
@@ -758,7 +712,7 @@ mod tests {
 
     #[test]
     fn commands_and_replies() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(MemcachedCodec::default(), Role::Server);
         w.request(b"set a 0 0 5\r\nhello\r\nset b 1 0 1 noreply\r\nx\r\nget a b zz\r\n");
         w.reply(b"STORED\r\nVALUE a 0 5\r\nhello\r\nVALUE b 1 1\r\nx\r\nEND\r\n");
         w.request(b"incr a 1\r\n");

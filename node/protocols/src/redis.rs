@@ -524,8 +524,7 @@ fn pubsub_event(buf: &[u8]) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConversationStats;
-    use crate::session::{SeqStep, SyscallMeta};
+    use crate::framed::CodecWire;
 
     fn cmd(args: &[&str]) -> Vec<u8> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
@@ -535,54 +534,9 @@ mod tests {
         out
     }
 
-    struct Wire {
-        session: FramedSession<RedisCodec>,
-        stats: ConversationStats,
-        out: Vec<L7Record>,
-        t: u64,
-    }
+    type Wire = CodecWire<RedisCodec>;
 
-    impl Wire {
-        fn new() -> Self {
-            Wire {
-                session: FramedSession::new(
-                    RedisCodec::default(),
-                    Role::Client,
-                    &ConversationConfig::default(),
-                ),
-                stats: ConversationStats::default(),
-                out: Vec::new(),
-                t: 0,
-            }
-        }
-
-        fn send(&mut self, direction: Direction, bytes: &[u8], cap: usize) {
-            self.t += 10;
-            let captured = &bytes[..cap.min(bytes.len())];
-            self.session.feed(
-                direction,
-                &SyscallMeta {
-                    enter_ns: self.t,
-                    exit_ns: self.t + 1,
-                    seq: None,
-                    tid: 1,
-                },
-                SeqStep::default(),
-                captured,
-                (bytes.len() - captured.len()) as u64,
-                &mut self.stats,
-                &mut self.out,
-            );
-        }
-
-        fn request(&mut self, bytes: &[u8]) {
-            self.send(Direction::Egress, bytes, usize::MAX);
-        }
-
-        fn reply(&mut self, bytes: &[u8]) {
-            self.send(Direction::Ingress, bytes, usize::MAX);
-        }
-
+    impl CodecWire<RedisCodec> {
         fn rows(&self) -> Vec<(String, ResponseStatus, String)> {
             self.out
                 .iter()
@@ -609,7 +563,7 @@ mod tests {
 
     #[test]
     fn pipelined_commands_pair_in_order() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(RedisCodec::default(), Role::Client);
         let mut pipeline = cmd(&["SET", "a", "1"]);
         pipeline.extend(cmd(&["INCR", "a"]));
         pipeline.extend(cmd(&["LPUSH", "a", "x"]));
@@ -639,7 +593,7 @@ mod tests {
 
     #[test]
     fn resp3_types_and_pushes() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(RedisCodec::default(), Role::Client);
         w.request(&cmd(&["HELLO", "3"]));
         w.reply(b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n");
         w.request(&cmd(&["GET", "k"]));
@@ -663,7 +617,7 @@ mod tests {
 
     #[test]
     fn pubsub_confirmations_and_messages() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(RedisCodec::default(), Role::Client);
         w.request(&cmd(&["SUBSCRIBE", "a", "b"]));
         w.request(&cmd(&["PSUBSCRIBE", "p*"]));
         w.reply(
@@ -698,7 +652,7 @@ mod tests {
 
     #[test]
     fn monitor_and_client_reply() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(RedisCodec::default(), Role::Client);
         w.request(&cmd(&["CLIENT", "REPLY", "OFF"]));
         w.request(&cmd(&["SET", "a", "1"]));
         w.request(&cmd(&["CLIENT", "REPLY", "ON"]));
@@ -730,7 +684,7 @@ mod tests {
 
     #[test]
     fn big_values_through_the_capture_cap() {
-        let mut w = Wire::new();
+        let mut w = Wire::new(RedisCodec::default(), Role::Client);
         let value = "v".repeat(5000);
         w.send(Direction::Egress, &cmd(&["SET", "big", &value]), 1024);
         w.reply(b"+OK\r\n");
@@ -767,12 +721,12 @@ mod tests {
         let mut pipeline = cmd(&["SET", "key:1", "abc"]);
         pipeline.extend(cmd(&["LRANGE", "l", "0", "1"]));
         let replies = b"+OK\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n";
-        let mut whole = Wire::new();
+        let mut whole = Wire::new(RedisCodec::default(), Role::Client);
         whole.request(&pipeline);
         whole.reply(replies);
         for cut in 1..pipeline.len() {
             for reply_cut in [1, 7, 12, replies.len() - 1] {
-                let mut w = Wire::new();
+                let mut w = Wire::new(RedisCodec::default(), Role::Client);
                 w.request(&pipeline[..cut]);
                 w.request(&pipeline[cut..]);
                 w.reply(&replies[..reply_cut]);

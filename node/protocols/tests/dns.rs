@@ -4,75 +4,15 @@
 
 mod common;
 
-use common::Wire;
-use flowmesh_protocols::{
-    Chunk, Conversation, ConversationConfig, Direction, L7Protocol, L7Record, ResponseStatus, Role,
-    dns,
-};
+use common::{Udp, Wire};
+use flowmesh_protocols::{Direction, L7Protocol, L7Record, ResponseStatus, Role, dns};
 
 /// One socket of a fixture: (client sent it, bytes) per message or syscall.
-type Socket = Vec<(bool, Vec<u8>)>;
+type Socket = Vec<common::recorded::Recorded>;
 
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
+/// The sockets of `tests/fixtures/dns/<name>.txt`.
 fn fixture(name: &str) -> Vec<Socket> {
-    let path = format!("{}/tests/fixtures/dns/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("fixture");
-    let mut sockets = vec![Vec::new()];
-    for line in text.lines() {
-        match line.split_once(' ') {
-            _ if line == "---" => sockets.push(Vec::new()),
-            _ if line.starts_with('#') => {}
-            Some(("c", hex)) => sockets
-                .last_mut()
-                .expect("a socket")
-                .push((true, unhex(hex))),
-            Some(("s", hex)) => sockets
-                .last_mut()
-                .expect("a socket")
-                .push((false, unhex(hex))),
-            _ => panic!("bad fixture line {line:?}"),
-        }
-    }
-    sockets.retain(|s| !s.is_empty());
-    sockets
-}
-
-/// A UDP socket: chunks without sequence numbers.
-struct Udp {
-    conversation: Conversation,
-    records: Vec<L7Record>,
-    clock: u64,
-}
-
-impl Udp {
-    fn new() -> Self {
-        Udp {
-            conversation: Conversation::new(ConversationConfig::default()),
-            records: Vec::new(),
-            clock: 1_000_000,
-        }
-    }
-
-    /// A datagram of which `cap` bytes were captured.
-    fn send(&mut self, direction: Direction, datagram: &[u8], cap: usize) {
-        self.clock += 1_000;
-        let chunk = Chunk {
-            direction,
-            enter_ns: self.clock,
-            exit_ns: self.clock + 100,
-            tcp_seq: None,
-            byte_count: datagram.len() as u32,
-            payload: &datagram[..cap.min(datagram.len())],
-            tid: 7,
-        };
-        self.conversation.feed(&chunk, &mut self.records);
-    }
+    common::hex::load("dns", name)
 }
 
 fn direction(from_client: bool, client_side: bool) -> Direction {
@@ -126,7 +66,7 @@ fn check_row(record: &L7Record, (name, qtype, rcode): (&str, &str, u16)) {
 
 #[test]
 fn udp_queries_from_dig_seen_by_the_client_and_the_server() {
-    let datagrams = fixture("udp.txt").concat();
+    let datagrams = fixture("udp").concat();
     assert_eq!(datagrams.len(), 18);
     for client_side in [true, false] {
         let mut udp = Udp::new();
@@ -160,7 +100,7 @@ fn udp_queries_from_dig_seen_by_the_client_and_the_server() {
 
 #[test]
 fn answers_are_summarised() {
-    let datagrams = fixture("udp.txt").concat();
+    let datagrams = fixture("udp").concat();
     let answers: Vec<String> = datagrams
         .iter()
         .filter(|(from_client, _)| !from_client)
@@ -184,7 +124,7 @@ fn answers_are_summarised() {
 
 #[test]
 fn udp_datagrams_cut_by_the_capture() {
-    let datagrams = fixture("udp.txt").concat();
+    let datagrams = fixture("udp").concat();
     // 64 bytes hold every header and question (the longest query is 54 bytes before its
     // OPT record): every row, with the datagrams' full lengths
     let mut udp = Udp::new();
@@ -217,7 +157,7 @@ fn udp_datagrams_cut_by_the_capture() {
 #[test]
 fn reused_ids_pair_by_question() {
     // one socket asks two servers with the same id; the answers come back in reverse order
-    let datagrams = fixture("udp.txt").concat();
+    let datagrams = fixture("udp").concat();
     let (www_q, www_r) = (&datagrams[0].1, &datagrams[1].1);
     let (mut nope_q, mut nope_r) = (datagrams[14].1.clone(), datagrams[15].1.clone());
     nope_q[..2].copy_from_slice(&www_q[..2]);
@@ -243,7 +183,7 @@ fn reused_ids_pair_by_question() {
 
 #[test]
 fn unanswered_queries_time_out_and_stray_datagrams_are_dropped() {
-    let datagrams = fixture("udp.txt").concat();
+    let datagrams = fixture("udp").concat();
     let mut udp = Udp::new();
     udp.send(Direction::Egress, &datagrams[0].1, usize::MAX);
     udp.send(Direction::Egress, b"\x00\x01not dns at all", usize::MAX);
@@ -289,7 +229,7 @@ fn replay_tcp(socket: &Socket, client_side: bool, cut: Cut) -> Wire {
 
 #[test]
 fn tcp_queries_from_dig() {
-    let sockets = fixture("tcp.txt");
+    let sockets = fixture("tcp");
     assert_eq!(sockets.len(), 3);
     // as recorded; the length prefix in a syscall of its own (as many resolvers read it);
     // byte by byte; and captured 40 bytes per syscall (every header and question)
@@ -329,7 +269,7 @@ fn tcp_queries_from_dig() {
 
 #[test]
 fn tcp_pipelined_queries_in_one_write_and_answers_out_of_order() {
-    let sockets = fixture("tcp.txt");
+    let sockets = fixture("tcp");
     let keepopen = &sockets[2];
     let (txt_q, txt_r, mx_q, mx_r) = (
         &keepopen[0].1,
@@ -355,7 +295,7 @@ fn tcp_pipelined_queries_in_one_write_and_answers_out_of_order() {
 
 #[test]
 fn tcp_resynchronises_after_lost_bytes() {
-    let sockets = fixture("tcp.txt");
+    let sockets = fixture("tcp");
     let keepopen = &sockets[2];
     let mut wire = Wire::new();
     wire.send(Direction::Egress, &keepopen[0].1);

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Wire, directions};
+use common::{Wire, directions, recorded};
 use flowmesh_protocols::{
     ConversationConfig, Direction, L7Protocol, L7Record, ResponseStatus, Role,
 };
@@ -1097,38 +1095,8 @@ fn one_byte_syscalls() {
 
 // ---- Recorded fixtures -------------------------------------------------------------------
 
-/// One recorded syscall: `true` for client to server.
-type Syscalls = Vec<(bool, Vec<u8>)>;
-
-fn load(name: &str) -> Syscalls {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/http2")
-        .join(name);
-    let bytes =
-        std::fs::read(&path).unwrap_or_else(|e| panic!("failed to read fixture {name}: {e}"));
-    let mut records = Vec::new();
-    let mut rest = &bytes[..];
-    while let [direction, a, b, c, d, tail @ ..] = rest {
-        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        assert!(len <= tail.len(), "{name}: truncated record");
-        records.push((*direction == 0, tail[..len].to_vec()));
-        rest = &tail[len..];
-    }
-    assert!(rest.is_empty(), "{name}: trailing bytes");
-    records
-}
-
-/// Replays `syscalls` with each one cut to `cap` captured bytes.
-fn replay(syscalls: &Syscalls, server: bool, cap: usize) -> Wire {
-    let (req_dir, resp_dir) = directions(server);
-    let mut wire = Wire::new();
-    for (to_server, bytes) in syscalls {
-        let direction = if *to_server { req_dir } else { resp_dir };
-        wire.send_capped(direction, bytes, cap);
-    }
-    wire.close();
-    wire
-}
+/// One recorded syscall each: `true` for client to server.
+type Syscalls = Vec<recorded::Recorded>;
 
 struct Expected {
     protocol: L7Protocol,
@@ -1262,10 +1230,10 @@ fn check(name: &str, records: &[L7Record], expected: &[Expected], lost_length: &
 
 #[test]
 fn nginx_and_curl() {
-    let syscalls = load("nginx_curl_hello.bin");
+    let syscalls = recorded::load("http2", "nginx_curl_hello");
     for server in [true, false] {
         for cap in [usize::MAX, 1024] {
-            let wire = replay(&syscalls, server, cap);
+            let wire = recorded::feed(&syscalls, server, cap);
             check("curl", &wire.records, &CURL, &[]);
             let r = &wire.records[0];
             assert_eq!(r.x_request_id.as_deref(), Some("fixture-req-1"));
@@ -1282,9 +1250,9 @@ fn nginx_and_curl() {
 
 #[test]
 fn nginx_and_nghttp_multiplexed() {
-    let syscalls = load("nginx_nghttp_multi.bin");
+    let syscalls = recorded::load("http2", "nginx_nghttp_multi");
     for server in [true, false] {
-        let wire = replay(&syscalls, server, usize::MAX);
+        let wire = recorded::feed(&syscalls, server, usize::MAX);
         check("nghttp", &wire.records, &NGHTTP, &[]);
         assert!(
             wire.records
@@ -1298,7 +1266,7 @@ fn nginx_and_nghttp_multiplexed() {
         );
         // With the default 1 KiB capture the 25 KiB read holds the first three responses
         // and the head of the fourth; the frames after its first DATA frame are lost.
-        let wire = replay(&syscalls, server, 1024);
+        let wire = recorded::feed(&syscalls, server, 1024);
         check("nghttp capped", &wire.records, &NGHTTP, &[3]);
         let stats = wire.stats();
         assert_eq!((stats.parse_errors, stats.resyncs), (0, 1));
@@ -1307,12 +1275,12 @@ fn nginx_and_nghttp_multiplexed() {
 
 #[test]
 fn nghttp_one_byte_and_split_syscalls() {
-    let syscalls = load("nginx_nghttp_multi.bin");
+    let syscalls = recorded::load("http2", "nginx_nghttp_multi");
     let one_byte: Syscalls = syscalls
         .iter()
         .flat_map(|(d, bytes)| bytes.iter().map(move |b| (*d, vec![*b])))
         .collect();
-    let wire = replay(&one_byte, true, usize::MAX);
+    let wire = recorded::feed(&one_byte, true, usize::MAX);
     check("nghttp one byte", &wire.records, &NGHTTP, &[]);
     // Every syscall cut in two at the same offset.
     for split in (1..2048).chain((2048..25_000).step_by(997)) {
@@ -1324,7 +1292,7 @@ fn nghttp_one_byte_and_split_syscalls() {
             })
             .filter(|(_, bytes)| !bytes.is_empty())
             .collect();
-        let wire = replay(&cut, false, usize::MAX);
+        let wire = recorded::feed(&cut, false, usize::MAX);
         check(
             &format!("nghttp split {split}"),
             &wire.records,
@@ -1336,10 +1304,10 @@ fn nghttp_one_byte_and_split_syscalls() {
 
 #[test]
 fn grpcio_greeter() {
-    let syscalls = load("grpc_greeter.bin");
+    let syscalls = recorded::load("http2", "grpc_greeter");
     for server in [true, false] {
         for cap in [usize::MAX, 1024] {
-            let wire = replay(&syscalls, server, cap);
+            let wire = recorded::feed(&syscalls, server, cap);
             check("greeter", &wire.records, &GREETER, &[]);
             let r = &wire.records[0];
             assert_eq!(r.x_request_id.as_deref(), Some("grpc-req-1"));
@@ -1359,7 +1327,7 @@ fn grpcio_greeter() {
 
 #[test]
 fn grpcio_split_at_every_position() {
-    let syscalls = load("grpc_greeter.bin");
+    let syscalls = recorded::load("http2", "grpc_greeter");
     let longest = syscalls.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
     for split in 1..longest {
         let cut: Syscalls = syscalls
@@ -1370,7 +1338,7 @@ fn grpcio_split_at_every_position() {
             })
             .filter(|(_, bytes)| !bytes.is_empty())
             .collect();
-        let wire = replay(&cut, split % 2 == 0, usize::MAX);
+        let wire = recorded::feed(&cut, split % 2 == 0, usize::MAX);
         check(
             &format!("greeter split {split}"),
             &wire.records,
@@ -1384,14 +1352,14 @@ fn grpcio_split_at_every_position() {
 fn grpcio_from_the_middle_of_the_connection() {
     // The capture starts after the first call: the later calls' heads refer to table
     // entries it never saw. Rows still come out, with what could be decoded.
-    let syscalls = load("grpc_greeter.bin");
+    let syscalls = recorded::load("http2", "grpc_greeter");
     let first_response_end = syscalls
         .iter()
         .position(|(to_server, bytes)| !to_server && bytes.len() == 173)
         .expect("the SayHello trailers");
     let rest: Syscalls = syscalls[first_response_end + 1..].to_vec();
     for server in [true, false] {
-        let wire = replay(&rest, server, usize::MAX);
+        let wire = recorded::feed(&rest, server, usize::MAX);
         let endpoints: Vec<&str> = wire.records.iter().map(|r| r.endpoint.as_str()).collect();
         assert_eq!(
             endpoints,

@@ -8,38 +8,11 @@ use common::Wire;
 use flowmesh_protocols::{Direction, L7Protocol, L7Record, ResponseStatus, Role};
 
 /// One connection of a fixture: (client sent it, bytes) per syscall.
-type Connection = Vec<(bool, Vec<u8>)>;
+type Connection = Vec<common::recorded::Recorded>;
 
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
+/// The connections of `tests/fixtures/mqtt/<name>.txt`.
 fn fixture(name: &str) -> Vec<Connection> {
-    let path = format!(
-        "{}/tests/fixtures/mqtt/{name}.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("fixture");
-    let mut connections = vec![Vec::new()];
-    for line in text.lines() {
-        match line.split_once(' ') {
-            _ if line == "---" => connections.push(Vec::new()),
-            _ if line.starts_with('#') => {}
-            Some(("c", hex)) => connections
-                .last_mut()
-                .expect("a connection")
-                .push((true, unhex(hex))),
-            Some(("s", hex)) => connections
-                .last_mut()
-                .expect("a connection")
-                .push((false, unhex(hex))),
-            _ => panic!("bad fixture line {line:?}"),
-        }
-    }
-    connections
+    common::hex::load("mqtt", name)
 }
 
 /// A row as the tests expect it: type, resource, code, status, exception, and whether the

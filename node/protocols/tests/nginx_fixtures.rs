@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
+use common::nginx::load;
 use common::{Wire, directions};
 use flowmesh_protocols::{L7Record, ResponseStatus};
 
@@ -51,15 +50,6 @@ const FIXTURES: [(&str, &[Expected]); 7] = [
         ],
     ),
 ];
-
-fn load(name: &str) -> (Vec<u8>, Vec<u8>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http1");
-    let read = |ext: &str| {
-        std::fs::read(dir.join(format!("{name}.{ext}")))
-            .unwrap_or_else(|e| panic!("failed to read fixture {name}.{ext}: {e}"))
-    };
-    (read("request"), read("response"))
-}
 
 fn check(
     name: &str,

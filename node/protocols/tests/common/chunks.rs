@@ -2,9 +2,7 @@
 //! `<direction> <length> [<bytes kept>]` (`>` client to server), the bytes kept, and a
 //! newline. Replayed from either side, capped, or cut further.
 
-use std::path::PathBuf;
-
-use super::Wire;
+use super::{Wire, read_fixture};
 
 /// No capture cap.
 pub const UNCAPPED: usize = usize::MAX;
@@ -19,12 +17,7 @@ pub struct Recorded {
 
 /// `tests/fixtures/<dir>/<name>.chunks`.
 pub fn load(dir: &str, name: &str) -> Vec<Recorded> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir)
-        .join(format!("{name}.chunks"));
-    let data = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("failed to read fixture {}: {e}", path.display()));
+    let data = read_fixture(dir, &format!("{name}.chunks"));
     let mut chunks = Vec::new();
     let mut rest = &data[..];
     while !rest.is_empty() {

@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 pub mod chunks;
+pub mod hex;
+pub mod nginx;
 pub mod recorded;
+
+use std::path::PathBuf;
 
 use flowmesh_protocols::{
     Chunk, Conversation, ConversationConfig, ConversationStats, Direction, L7Record,
@@ -122,6 +126,52 @@ impl Wire {
     pub fn stats(&self) -> ConversationStats {
         self.conversation.stats()
     }
+}
+
+/// A UDP socket: chunks without sequence numbers.
+pub struct Udp {
+    pub conversation: Conversation,
+    pub records: Vec<L7Record>,
+    pub clock: u64,
+}
+
+impl Udp {
+    pub fn new() -> Self {
+        Udp {
+            conversation: Conversation::new(ConversationConfig::default()),
+            records: Vec::new(),
+            clock: 1_000_000,
+        }
+    }
+
+    /// A datagram of which `cap` bytes were captured.
+    pub fn send(&mut self, direction: Direction, datagram: &[u8], cap: usize) {
+        self.clock += 1_000;
+        let chunk = Chunk {
+            direction,
+            enter_ns: self.clock,
+            exit_ns: self.clock + 100,
+            tcp_seq: None,
+            byte_count: datagram.len() as u32,
+            payload: &datagram[..cap.min(datagram.len())],
+            tid: 7,
+        };
+        self.conversation.feed(&chunk, &mut self.records);
+    }
+}
+
+/// `tests/fixtures/<dir>`.
+pub fn fixture_dir(dir: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+}
+
+/// The bytes of `tests/fixtures/<dir>/<file>`.
+pub fn read_fixture(dir: &str, file: &str) -> Vec<u8> {
+    let path = fixture_dir(dir).join(file);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("failed to read fixture {}: {e}", path.display()))
 }
 
 /// The request and response directions of a role.

@@ -1,35 +1,29 @@
-//! Recorded conversations as `.bin` fixtures (records of a direction byte — `c` or `>` from
-//! the client, `s` or `<` from the server — a big-endian u32 length and the bytes of one
-//! syscall), replayed from either side, whole or with a capture cap.
-
-use std::path::PathBuf;
+//! Recorded conversations as `.bin` fixtures (records of a direction byte — `c`, `>` or 0
+//! from the client, `s`, `<` or 1 from the server — a big-endian u32 length and the bytes of
+//! one syscall), replayed from either side, whole or with a capture cap.
 
 use flowmesh_protocols::L7Protocol;
 
-use super::{Wire, directions};
+use super::{Wire, directions, read_fixture};
 
 /// One recorded syscall: whether the client sent it, and its bytes.
 pub type Recorded = (bool, Vec<u8>);
 
 /// `tests/fixtures/<dir>/<name>.bin`.
 pub fn load(dir: &str, name: &str) -> Vec<Recorded> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir)
-        .join(format!("{name}.bin"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("failed to read fixture {}: {e}", path.display()));
+    let bytes = read_fixture(dir, &format!("{name}.bin"));
     let mut out = Vec::new();
     let mut rest = &bytes[..];
     while let [direction, l0, l1, l2, l3, tail @ ..] = rest {
         let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]) as usize;
         assert!(
-            len <= tail.len() && matches!(direction, b'c' | b's' | b'>' | b'<'),
+            len <= tail.len() && matches!(direction, b'c' | b's' | b'>' | b'<' | 0 | 1),
             "{name}: bad record"
         );
-        out.push((matches!(direction, b'c' | b'>'), tail[..len].to_vec()));
+        out.push((matches!(direction, b'c' | b'>' | 0), tail[..len].to_vec()));
         rest = &tail[len..];
     }
+    assert!(rest.is_empty(), "{name}: trailing bytes");
     out
 }
 

@@ -47,6 +47,43 @@ impl TagKind {
     pub const LABEL_NAME: TagKind = TagKind(9);
     /// Prometheus / custom label values.
     pub const LABEL_VALUE: TagKind = TagKind(10);
+    /// `region` column.
+    pub const REGION: TagKind = TagKind(11);
+    /// `signal_source` column.
+    pub const SIGNAL_SOURCE: TagKind = TagKind(12);
+    /// `observation_point` column.
+    pub const OBSERVATION_POINT: TagKind = TagKind(13);
+    /// `l7_protocol` column.
+    pub const L7_PROTOCOL: TagKind = TagKind(14);
+    /// `response_status` column.
+    pub const RESPONSE_STATUS: TagKind = TagKind(15);
+    /// `protocol` (L4) column.
+    pub const PROTOCOL: TagKind = TagKind(16);
+    /// `version` (protocol version) column.
+    pub const VERSION: TagKind = TagKind(17);
+    /// `request_type` column (method, command, op code).
+    pub const REQUEST_TYPE: TagKind = TagKind(18);
+    /// Every well-known kind, in id order.
+    pub const WELL_KNOWN: [TagKind; 18] = [
+        Self::NODE,
+        Self::CLUSTER,
+        Self::PROCESS,
+        Self::SERVICE,
+        Self::POD,
+        Self::REQUEST_DOMAIN,
+        Self::REQUEST_RESOURCE,
+        Self::ENDPOINT,
+        Self::LABEL_NAME,
+        Self::LABEL_VALUE,
+        Self::REGION,
+        Self::SIGNAL_SOURCE,
+        Self::OBSERVATION_POINT,
+        Self::L7_PROTOCOL,
+        Self::RESPONSE_STATUS,
+        Self::PROTOCOL,
+        Self::VERSION,
+        Self::REQUEST_TYPE,
+    ];
     /// The first value free for [`TagKind::custom`].
     pub const FIRST_CUSTOM: u16 = 1024;
 
@@ -73,8 +110,26 @@ impl TagKind {
             Self::ENDPOINT => "endpoint",
             Self::LABEL_NAME => "label_name",
             Self::LABEL_VALUE => "label_value",
+            Self::REGION => "region",
+            Self::SIGNAL_SOURCE => "signal_source",
+            Self::OBSERVATION_POINT => "observation_point",
+            Self::L7_PROTOCOL => "l7_protocol",
+            Self::RESPONSE_STATUS => "response_status",
+            Self::PROTOCOL => "protocol",
+            Self::VERSION => "version",
+            Self::REQUEST_TYPE => "request_type",
             _ => return None,
         })
+    }
+
+    /// The kind a name from [`fmt::Display`] stands for: a well-known name or `kind-N`.
+    pub fn from_name(name: &str) -> Option<TagKind> {
+        if let Some(n) = name.strip_prefix("kind-") {
+            return n.parse().ok().map(TagKind);
+        }
+        Self::WELL_KNOWN
+            .into_iter()
+            .find(|k| k.well_known_name() == Some(name))
     }
 }
 
@@ -135,6 +190,10 @@ mod tests {
         assert_eq!(TagKind::custom(3), TagKind(1027));
         assert_eq!(TagKind::custom(3).to_string(), "kind-1027");
         assert_eq!(TagKind::custom(u16::MAX), TagKind(u16::MAX));
+        for kind in TagKind::WELL_KNOWN.into_iter().chain([TagKind::custom(7)]) {
+            assert_eq!(TagKind::from_name(&kind.to_string()), Some(kind));
+        }
+        assert_eq!(TagKind::from_name("nope"), None);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct UpArgs {
     /// HTTP listen address.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Raft/dictionary peer listen address (`consensus.listen`; port 0 picks a free one).
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
     /// Run without eBPF capture (storage and queries only).
     #[arg(long)]
     pub no_capture: bool,

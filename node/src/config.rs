@@ -138,6 +138,84 @@ impl Default for QuerySettings {
     }
 }
 
+/// The node's replica of its region's tag dictionary (a Raft group, DESIGN.md §5).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusSettings {
+    /// This node's id in the region's group: unique in the region, stable across restarts.
+    pub node_id: u64,
+    /// Where Raft and dictionary peer requests are served.
+    pub listen: SocketAddr,
+    /// The address other nodes reach `listen` at; empty means `listen`.
+    pub advertise: String,
+    /// Shared secret of the region's nodes; required when `peers` names other nodes.
+    pub cluster_token: String,
+    /// Most voters in the group; every other node is a learner (read replica).
+    pub max_voters: usize,
+    /// Entries in the local encode cache and, separately, the decode cache.
+    pub cache_capacity: usize,
+    /// Longest a write waits for new strings to get ids before it retries.
+    #[serde(with = "humantime_serde")]
+    pub intern_timeout: Duration,
+    /// The region's nodes by id (`"2" = "10.0.0.2:20418"`); may include this node.
+    pub peers: std::collections::BTreeMap<String, SocketAddr>,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        let base = flowmesh_consensus::ConsensusConfig::default();
+        Self {
+            node_id: base.node_id,
+            listen: base.listen,
+            advertise: String::new(),
+            cluster_token: String::new(),
+            max_voters: base.max_voters,
+            cache_capacity: base.cache_capacity,
+            intern_timeout: base.intern_timeout,
+            peers: Default::default(),
+        }
+    }
+}
+
+impl ConsensusSettings {
+    /// The consensus crate's config, with its store under `data_dir/consensus`.
+    pub fn to_consensus_config(
+        &self,
+        data_dir: &Path,
+    ) -> Result<flowmesh_consensus::ConsensusConfig, ConfigError> {
+        let mut peers = std::collections::BTreeMap::new();
+        for (id, addr) in &self.peers {
+            let id: u64 = id.parse().map_err(|_| {
+                ConfigError::Invalid(format!("consensus.peers: {id:?} is not a node id"))
+            })?;
+            peers.insert(id, *addr);
+        }
+        let advertise = match self.advertise.as_str() {
+            "" => None,
+            a => Some(
+                a.parse()
+                    .map_err(|e| ConfigError::Invalid(format!("consensus.advertise {a:?}: {e}")))?,
+            ),
+        };
+        let config = flowmesh_consensus::ConsensusConfig {
+            node_id: self.node_id,
+            listen: self.listen,
+            advertise,
+            data_dir: data_dir.join("consensus"),
+            peers,
+            cluster_token: self.cluster_token.clone(),
+            max_voters: self.max_voters,
+            cache_capacity: self.cache_capacity,
+            intern_timeout: self.intern_timeout,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("consensus: {e}")))?;
+        Ok(config)
+    }
+}
+
 /// Everything a node reads at start.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -148,6 +226,7 @@ pub struct NodeConfig {
     pub capture: CaptureConfig,
     pub packet: PacketSettings,
     pub query: QuerySettings,
+    pub consensus: ConsensusSettings,
 }
 
 /// A configuration problem, naming the key or file.
@@ -227,6 +306,7 @@ impl NodeConfig {
                 "query.threads must be positive".into(),
             ));
         }
+        self.consensus.to_consensus_config(&self.storage.data_dir)?;
         for part in [&self.node.cluster, &self.node.region] {
             if part.is_empty() {
                 return Err(ConfigError::Invalid(

@@ -11,6 +11,8 @@ pub enum NodeError {
     Capture(#[from] flowmesh_ebpf::EbpfError),
     #[error("packet capture: {0}")]
     Packet(#[from] flowmesh_packet::PacketError),
+    #[error("tag dictionary: {0}")]
+    Dictionary(#[from] flowmesh_consensus::ConsensusError),
     #[error("query engine: {0}")]
     Query(#[from] flowmesh_query_planner::QueryError),
     #[error("failed to {action}: {source}")]

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod dictionary;
 pub mod error;
 pub mod metrics;
 pub mod packet;
@@ -35,6 +36,7 @@ use tracing::{error, info, warn};
 use crate::{
     capture::{CaptureRunner, CaptureStats, RowBatches},
     config::NodeConfig,
+    dictionary::{Dictionary, QueryDictionary, TagEncoder},
     error::NodeError,
     metrics::{HttpStats, Metrics, MetricsTable},
     packet::{PacketRunner, PacketStats},
@@ -54,6 +56,7 @@ pub struct Node {
     writer: Option<tokio::task::JoinHandle<()>>,
     tasks: TaskTracker,
     query_runtime: Option<tokio::runtime::Runtime>,
+    dictionary: Option<Arc<Dictionary>>,
 }
 
 impl Node {
@@ -65,6 +68,10 @@ impl Node {
             cluster: config.node.cluster.as_str().into(),
             node: config.node_name().into(),
         };
+        let consensus_config = config
+            .consensus
+            .to_consensus_config(&config.storage.data_dir)?;
+        let dictionary = Dictionary::start(consensus_config, Duration::from_secs(10)).await?;
         let storage_config = config.storage.clone();
         let shard = Arc::new(
             tokio::task::spawn_blocking(move || Shard::open(storage_config, tables::table_defs()))
@@ -82,6 +89,8 @@ impl Node {
             http: Arc::new(HttpStats::default()),
             shard: Arc::clone(&shard),
             storage_write_errors: Default::default(),
+            dictionary: dictionary.client(),
+            encode_retries: Default::default(),
         });
 
         let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
@@ -96,13 +105,16 @@ impl Node {
             "system.metrics".into(),
             Arc::new(MetricsTable::new(Arc::clone(&metrics))),
         ));
-        let engine = Arc::new(QueryEngine::new(
-            providers,
-            &QueryConfig {
-                memory_limit_bytes: config.query.memory_limit_bytes,
-                target_partitions: config.query.threads,
-            },
-        )?);
+        let engine = Arc::new(
+            QueryEngine::new(
+                providers,
+                &QueryConfig {
+                    memory_limit_bytes: config.query.memory_limit_bytes,
+                    target_partitions: config.query.threads,
+                },
+            )?
+            .with_tags(Arc::new(QueryDictionary(dictionary.client()))),
+        );
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.query.threads)
             .thread_name("flowmesh-query")
@@ -122,8 +134,15 @@ impl Node {
         let (tx, mut rx) = mpsc::channel::<RowBatches>(config.capture.max_pending_batches);
         let writer_shard = Arc::clone(&shard);
         let writer_metrics = Arc::clone(&metrics);
+        let encoder = TagEncoder::new(
+            dictionary.client(),
+            &shard.tables().cloned().collect::<Vec<_>>(),
+        );
         let writer = tokio::spawn(async move {
             while let Some(batches) = rx.recv().await {
+                let Some(batches) = encode_batches(&encoder, batches, &writer_metrics).await else {
+                    continue;
+                };
                 if let Err(e) = writer_shard.append(batches).await {
                     writer_metrics
                         .storage_write_errors
@@ -199,6 +218,8 @@ impl Node {
         let capture_enabled = capture.is_some();
         let packet_interfaces = config.packet.interfaces.clone();
         let status_shard = Arc::clone(&shard);
+        let dictionary = Arc::new(dictionary);
+        let status_dictionary = Arc::clone(&dictionary);
         let state = ApiState {
             engine,
             query_runtime: query_runtime.handle().clone(),
@@ -214,6 +235,7 @@ impl Node {
                     "capture": { "enabled": capture_enabled },
                     "packet": { "interfaces": &packet_interfaces },
                     "storage": { "buffered_bytes": status_shard.buffered_bytes() },
+                    "dictionary": status_dictionary.status_json(),
                 })
             }),
         };
@@ -239,6 +261,7 @@ impl Node {
             writer: Some(writer),
             tasks,
             query_runtime: Some(query_runtime),
+            dictionary: Some(dictionary),
         })
     }
 
@@ -269,6 +292,42 @@ impl Node {
         if let Some(rt) = self.query_runtime.take() {
             rt.shutdown_background();
         }
+        if let Some(dictionary) = self.dictionary.take().and_then(Arc::into_inner) {
+            dictionary.shutdown().await;
+        }
         info!("node stopped");
+    }
+}
+
+/// Encodes each batch's tags for storage. A dictionary that cannot assign ids right now (an
+/// election, an unreachable leader) is retried with backoff while capture keeps queueing;
+/// when the bounded queue fills, capture drops and counts. Batches that can never be
+/// encoded are dropped and counted as write errors.
+async fn encode_batches(
+    encoder: &TagEncoder,
+    batches: RowBatches,
+    metrics: &Metrics,
+) -> Option<RowBatches> {
+    let mut backoff = Duration::from_millis(50);
+    'retry: loop {
+        let mut out = Vec::with_capacity(batches.len());
+        for (table, batch) in &batches {
+            match encoder.encode(table, batch).await {
+                Ok(encoded) => out.push((table.clone(), encoded)),
+                Err(e) if e.is_retryable() => {
+                    metrics.encode_retries.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "tag dictionary not ready; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue 'retry;
+                }
+                Err(e) => {
+                    metrics.storage_write_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %e, table, "cannot encode captured rows; dropped");
+                    return None;
+                }
+            }
+        }
+        return Some(out);
     }
 }

@@ -87,6 +87,9 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.http.listen = listen;
     }
+    if let Some(listen) = args.peer_listen {
+        config.consensus.listen = listen;
+    }
     if args.no_capture {
         config.capture.enabled = false;
     }

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub http: Arc<HttpStats>,
     pub shard: Arc<Shard>,
     pub storage_write_errors: AtomicU64,
+    /// The tag dictionary's counters.
+    pub dictionary: flowmesh_consensus::DictionaryClient,
+    /// Batches whose tags could not be encoded (retried while the queue has room).
+    pub encode_retries: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,7 +64,44 @@ impl Metrics {
         let h = &self.http;
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let p = &self.packet;
+        let d = self.dictionary.stats();
         vec![
+            (
+                "flowmesh_dictionary_proposals_total",
+                "counter",
+                "Raft proposals of new tag strings made through this node.",
+                d.proposals,
+            ),
+            (
+                "flowmesh_dictionary_proposed_strings_total",
+                "counter",
+                "New tag strings proposed through this node.",
+                d.proposed_strings,
+            ),
+            (
+                "flowmesh_dictionary_cache_hits_total",
+                "counter",
+                "Tag encodes and decodes served by the local cache.",
+                d.cache_hits,
+            ),
+            (
+                "flowmesh_dictionary_cache_misses_total",
+                "counter",
+                "Tag encodes and decodes the local cache missed.",
+                d.cache_misses,
+            ),
+            (
+                "flowmesh_dictionary_replica_errors_total",
+                "counter",
+                "Local dictionary replica reads that failed.",
+                d.replica_errors,
+            ),
+            (
+                "flowmesh_dictionary_encode_retries_total",
+                "counter",
+                "Captured batches whose tags could not be encoded yet and were retried.",
+                v(&self.encode_retries),
+            ),
             (
                 "flowmesh_capture_events_total",
                 "counter",

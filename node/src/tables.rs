@@ -13,7 +13,9 @@ use datafusion::arrow::{
     error::ArrowError,
     record_batch::RecordBatch,
 };
+use flowmesh_consensus::TagKind;
 use flowmesh_protocols::L7Record;
+use flowmesh_query_planner::tags::tag_field;
 use flowmesh_storage::TableDef;
 
 pub mod network;
@@ -456,11 +458,54 @@ pub fn application_map_batch(
     RecordBatch::try_new(application_map_schema(), columns)
 }
 
-/// Every table of a node, with the tag columns its segments are sorted by.
+/// The dictionary a tag column's strings are encoded in (DESIGN.md §4: tags are stored as
+/// u32 ids); `None` for columns stored as they are. `_0`/`_1` sides share one dictionary.
+pub fn tag_kind_of(column: &str) -> Option<TagKind> {
+    let base = column
+        .strip_suffix("_0")
+        .or_else(|| column.strip_suffix("_1"))
+        .unwrap_or(column);
+    Some(match base {
+        "region" => TagKind::REGION,
+        "cluster" => TagKind::CLUSTER,
+        "node" => TagKind::NODE,
+        "signal_source" => TagKind::SIGNAL_SOURCE,
+        "observation_point" => TagKind::OBSERVATION_POINT,
+        "l7_protocol" => TagKind::L7_PROTOCOL,
+        "response_status" => TagKind::RESPONSE_STATUS,
+        "protocol" => TagKind::PROTOCOL,
+        "version" => TagKind::VERSION,
+        "request_type" => TagKind::REQUEST_TYPE,
+        "request_domain" => TagKind::REQUEST_DOMAIN,
+        "endpoint" => TagKind::ENDPOINT,
+        "process_kname" => TagKind::PROCESS,
+        "auto_service" => TagKind::SERVICE,
+        "pod" => TagKind::POD,
+        _ => return None,
+    })
+}
+
+/// How a table is stored: its string tag columns become dictionary ids (`UInt32` marked
+/// with their kind, see [`flowmesh_query_planner::tags`]); every other column is unchanged.
+pub fn stored_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match tag_kind_of(f.name()) {
+            Some(kind) if f.data_type() == &DataType::Utf8 => {
+                tag_field(f.name(), &kind.to_string(), f.is_nullable())
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Every table of a node as stored, with the tag columns its segments are sorted by.
 pub fn table_defs() -> Vec<TableDef> {
     let def = |name: &str, schema: SchemaRef, sort: &[&str]| TableDef {
         name: name.to_string(),
-        schema,
+        schema: stored_schema(&schema),
         sort_columns: sort.iter().map(|s| s.to_string()).collect(),
     };
     vec![

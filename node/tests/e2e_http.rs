@@ -416,6 +416,28 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         "{metrics:?}"
     );
 
+    // 5b. tags are stored as dictionary ids and shown as strings: the filter on a tag
+    // compares an id, the answer holds the string, and the dictionary assigned the ids
+    let plan: String = node
+        .sql(&format!(
+            "EXPLAIN SELECT process_kname_1, count(*) FROM flow_log.l7_flow_log \
+             WHERE observation_point = 'server' AND server_port = {p_single} GROUP BY 1"
+        ))
+        .iter()
+        .map(|r| r[1].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(plan.contains("observation_point = UInt32("), "{plan}");
+    assert!(plan.contains("tag_decode"), "{plan}");
+    let names = node.sql(&format!(
+        "SELECT DISTINCT process_kname_1 FROM flow_log.l7_flow_log \
+         WHERE observation_point = 'server' AND server_port = {p_single}"
+    ));
+    assert_eq!(names, vec![vec![serde_json::json!("nginx")]]);
+    assert!(
+        metrics["flowmesh_dictionary_proposed_strings_total"] > 0,
+        "{metrics:?}"
+    );
+
     // 6. kill -9 right after the counts appear, restart: nothing acknowledged is lost
     let snapshot = |node: &FlowmeshNode| {
         let mut all = Vec::new();

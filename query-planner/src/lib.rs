@@ -4,9 +4,11 @@
 //! under their DeepFlow-style schemas (`flow_log.l7_flow_log`, `flow_metrics.application`,
 //! ...). Invariants: SQL from the API is read-only (no DDL, DML or session statements);
 //! query memory is bounded by one pool per engine; every error maps to a client-visible
-//! class ([`QueryError`]). Later issues add tag-id rewriting, PromQL and federated splitting.
+//! class ([`QueryError`]); tag columns are stored as dictionary ids and rewritten so users
+//! see strings ([`tags`]). Later issues add PromQL and federated splitting.
 
 mod error;
+pub mod tags;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use datafusion::{
     prelude::{SessionConfig, SessionContext},
 };
 pub use error::QueryError;
+use tags::{TagDictionary, TagRewriter};
 
 /// Limits of the query engine.
 #[derive(Debug, Clone)]
@@ -53,6 +56,7 @@ impl QueryOutput {
 /// A read-only SQL engine over a set of tables.
 pub struct QueryEngine {
     ctx: SessionContext,
+    tags: Option<TagRewriter>,
 }
 
 impl QueryEngine {
@@ -81,10 +85,26 @@ impl QueryEngine {
                     .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
                     .map_err(QueryError::from)?;
             }
+            // tag columns are planned as strings and rewritten to ids (tags.rs)
+            let provider: Arc<dyn TableProvider> = if tags::has_tags(&provider.schema()) {
+                Arc::new(tags::EncodedTable::new(provider))
+            } else {
+                provider
+            };
             ctx.register_table(TableReference::partial(schema, table), provider)
                 .map_err(QueryError::from)?;
         }
-        Ok(Self { ctx })
+        Ok(Self { ctx, tags: None })
+    }
+
+    /// Decodes and rewrites tag columns (fields marked by [`tags::tag_field`]) through
+    /// `dictionary`, and registers `tag_decode(id, kind)` for users who ask for ids.
+    pub fn with_tags(mut self, dictionary: Arc<dyn TagDictionary>) -> Self {
+        let rewriter = TagRewriter::new(dictionary);
+        self.ctx
+            .register_udf(rewriter.decode_udf().as_ref().clone());
+        self.tags = Some(rewriter);
+        self
     }
 
     /// Plans and runs one read-only statement.
@@ -93,11 +113,16 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self
+        let mut df = self
             .ctx
             .sql_with_options(sql, options)
             .await
             .map_err(QueryError::from)?;
+        if let Some(tags) = &self.tags {
+            let (state, plan) = df.into_parts();
+            let plan = tags.rewrite(plan).map_err(QueryError::from)?;
+            df = datafusion::dataframe::DataFrame::new(state, plan);
+        }
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(QueryError::from)?;
         Ok(QueryOutput { schema, batches })

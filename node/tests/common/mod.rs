@@ -75,6 +75,7 @@ impl FlowmeshNode {
         cmd.args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--peer-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out);

@@ -1,0 +1,312 @@
+//! The same SQL gives the same answers whether tags are stored as strings or as dictionary
+//! ids: every `.slt` file under `tests/slt/` runs against both and must pass unchanged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use datafusion::{
+    arrow::{
+        array::{ArrayRef, Int64Array, StringArray, UInt32Array},
+        datatypes::{DataType, Field, Schema},
+        record_batch::RecordBatch,
+        util::display::{ArrayFormatter, FormatOptions},
+    },
+    datasource::MemTable,
+};
+use flowmesh_query_planner::{
+    QueryConfig, QueryEngine, QueryError,
+    tags::{TagDictionary, tag_field},
+};
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+/// A dictionary that hands out ids in reverse alphabetical order, so an engine that
+/// compared or sorted ids instead of strings would give different answers.
+#[derive(Debug, Default)]
+struct TestDictionary {
+    ids: HashMap<(String, String), u32>,
+    strings: HashMap<(String, u32), Arc<str>>,
+    /// Literals looked up: the rewrite must never create ids.
+    lookups: Mutex<Vec<String>>,
+}
+
+impl TestDictionary {
+    fn build(values: &[(&str, Vec<&str>)]) -> Self {
+        let mut d = TestDictionary::default();
+        for (kind, strings) in values {
+            let mut sorted: Vec<&str> = strings.clone();
+            sorted.sort();
+            sorted.dedup();
+            sorted.reverse();
+            for (i, s) in sorted.iter().enumerate() {
+                let id = i as u32 + 1;
+                d.ids.insert((kind.to_string(), s.to_string()), id);
+                d.strings.insert((kind.to_string(), id), Arc::from(*s));
+            }
+        }
+        d
+    }
+    fn id(&self, kind: &str, s: &str) -> u32 {
+        self.ids[&(kind.to_string(), s.to_string())]
+    }
+}
+
+impl TagDictionary for TestDictionary {
+    fn lookup(&self, kind: &str, value: &str) -> Option<u32> {
+        self.lookups.lock().unwrap().push(value.to_string());
+        self.ids
+            .get(&(kind.to_string(), value.to_string()))
+            .copied()
+    }
+    fn decode(&self, kind: &str, id: u32) -> Option<Arc<str>> {
+        self.strings.get(&(kind.to_string(), id)).cloned()
+    }
+}
+
+/// (client service, server service, endpoint, status code, duration)
+type Request = (&'static str, &'static str, &'static str, i64, i64);
+const REQUESTS: &[Request] = &[
+    ("web", "cart", "/cart/add", 200, 12),
+    ("web", "cart", "/cart/add", 500, 40),
+    ("web", "cart", "/cart/list", 200, 8),
+    ("web", "user", "/login", 200, 30),
+    ("web", "user", "/login", 401, 3),
+    ("cart", "db", "SELECT", 0, 2),
+    ("cart", "db", "INSERT", 0, 5),
+    ("cart", "db", "SELECT", 0, 1),
+    ("user", "db", "SELECT", 0, 4),
+    ("admin", "user", "/users", 200, 90),
+    ("zeta", "alpha", "/", 404, 1),
+];
+
+/// (service, team): a second table to join on.
+const OWNERS: &[(&str, &str)] = &[
+    ("cart", "shop"),
+    ("user", "identity"),
+    ("db", "platform"),
+    ("alpha", "labs"),
+];
+
+type Tables = Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)>;
+
+/// The two tables, with tags as strings, or as ids of `dictionary` when one is given.
+fn tables(dictionary: Option<&TestDictionary>) -> Tables {
+    let tag = |name: &str, kind: &str| match dictionary {
+        Some(_) => tag_field(name, kind, false),
+        None => Field::new(name, DataType::Utf8, false),
+    };
+    let tags = |kind: &str, values: Vec<&str>| -> ArrayRef {
+        match dictionary {
+            Some(d) => Arc::new(UInt32Array::from_iter_values(
+                values.iter().map(|v| d.id(kind, v)),
+            )),
+            None => Arc::new(StringArray::from_iter_values(values)),
+        }
+    };
+    let column = |f: fn(&Request) -> &'static str| REQUESTS.iter().map(f).collect();
+    let number = |f: fn(&Request) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(REQUESTS.iter().map(f)))
+    };
+    let schema = Arc::new(Schema::new(vec![
+        tag("auto_service_0", "service"),
+        tag("auto_service_1", "service"),
+        tag("endpoint", "endpoint"),
+        Field::new("response_code", DataType::Int64, false),
+        Field::new("response_duration", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            tags("service", column(|r| r.0)),
+            tags("service", column(|r| r.1)),
+            tags("endpoint", column(|r| r.2)),
+            number(|r| r.3),
+            number(|r| r.4),
+        ],
+    )
+    .unwrap();
+    let owners_schema = Arc::new(Schema::new(vec![
+        tag("auto_service", "service"),
+        Field::new("team", DataType::Utf8, false),
+    ]));
+    let owners = RecordBatch::try_new(
+        Arc::clone(&owners_schema),
+        vec![
+            tags("service", OWNERS.iter().map(|o| o.0).collect()),
+            Arc::new(StringArray::from_iter_values(OWNERS.iter().map(|o| o.1))),
+        ],
+    )
+    .unwrap();
+    vec![
+        (
+            "flow_log.l7_flow_log".into(),
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+        ),
+        (
+            "meta.owners".into(),
+            Arc::new(MemTable::try_new(owners_schema, vec![vec![owners]]).unwrap()),
+        ),
+    ]
+}
+
+fn dictionary() -> TestDictionary {
+    let mut services: Vec<&str> = REQUESTS.iter().flat_map(|r| [r.0, r.1]).collect();
+    services.extend(OWNERS.iter().map(|o| o.0));
+    TestDictionary::build(&[
+        ("service", services),
+        ("endpoint", REQUESTS.iter().map(|r| r.2).collect()),
+    ])
+}
+
+/// An engine over id-encoded tables that decodes through `d`.
+fn id_engine(d: &Arc<TestDictionary>) -> QueryEngine {
+    QueryEngine::new(tables(Some(d)), &QueryConfig::default())
+        .unwrap()
+        .with_tags(Arc::clone(d) as Arc<dyn TagDictionary>)
+}
+
+struct Db {
+    engine: Arc<QueryEngine>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl sqllogictest::DB for Db {
+    type Error = QueryError;
+    type ColumnType = DefaultColumnType;
+
+    fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, QueryError> {
+        let out = self.runtime.block_on(self.engine.sql(sql))?;
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for batch in &out.batches {
+            let formatters: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                .collect();
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| match f.value(row).to_string() {
+                            s if s.is_empty() => "(empty)".to_string(),
+                            s => s,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; out.schema.fields().len()],
+            rows,
+        })
+    }
+}
+
+fn run_all(engine: QueryEngine) {
+    let engine = Arc::new(engine);
+    let runtime = Arc::new(tokio::runtime::Runtime::new().unwrap());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let mut runner = sqllogictest::Runner::new(|| {
+            let db = Db {
+                engine: Arc::clone(&engine),
+                runtime: Arc::clone(&runtime),
+            };
+            async move { Ok(db) }
+        });
+        if let Err(e) = runner.run_file(&file) {
+            panic!("{}: {e}", file.display());
+        }
+    }
+}
+
+#[test]
+fn slt_files_pass_over_string_columns() {
+    run_all(QueryEngine::new(tables(None), &QueryConfig::default()).unwrap());
+}
+
+#[test]
+fn slt_files_pass_over_dictionary_ids() {
+    let d = Arc::new(dictionary());
+    let engine = id_engine(&d);
+    run_all(engine);
+}
+
+fn plan_text(engine: &QueryEngine, runtime: &tokio::runtime::Runtime, sql: &str) -> String {
+    let out = runtime
+        .block_on(engine.sql(&format!("EXPLAIN {sql}")))
+        .unwrap();
+    let batch = &out.batches[0];
+    let options = FormatOptions::default();
+    let plans = ArrayFormatter::try_new(batch.column(1).as_ref(), &options).unwrap();
+    (0..batch.num_rows())
+        .map(|i| plans.value(i).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn filters_compare_ids_and_outputs_decode_after_aggregation() {
+    let d = Arc::new(dictionary());
+    let engine = id_engine(&d);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cart = d.id("service", "cart");
+    let plan = plan_text(
+        &engine,
+        &rt,
+        "SELECT auto_service_0, count(*) FROM flow_log.l7_flow_log \
+         WHERE auto_service_1 = 'cart' GROUP BY auto_service_0",
+    );
+    // the filter compares the id, the group key is the id, decoding sits above the aggregate
+    assert!(
+        plan.contains(&format!("auto_service_1 = UInt32({cart})")),
+        "{plan}"
+    );
+    let logical = plan.split("physical_plan").next().unwrap();
+    let decode_at = logical.find("tag_decode").expect(logical);
+    let aggregate_at = logical.find("Aggregate").expect(logical);
+    assert!(
+        decode_at < aggregate_at,
+        "decode must be above the aggregate:\n{logical}"
+    );
+
+    // an unknown literal matches nothing and is only looked up, never created
+    let before = d.ids.len();
+    let out = rt
+        .block_on(engine.sql(
+            "SELECT count(*) FROM flow_log.l7_flow_log WHERE auto_service_1 = 'no-such-service'",
+        ))
+        .unwrap();
+    let count = out.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(count, 0);
+    assert_eq!(d.ids.len(), before);
+    assert!(
+        d.lookups
+            .lock()
+            .unwrap()
+            .contains(&"no-such-service".to_string())
+    );
+
+    // output types are strings; users see no ids
+    let out = rt
+        .block_on(engine.sql("SELECT * FROM flow_log.l7_flow_log LIMIT 1"))
+        .unwrap();
+    assert_eq!(out.schema.field(0).data_type(), &DataType::Utf8);
+    assert_eq!(out.batches[0].column(0).data_type(), &DataType::Utf8);
+}

@@ -101,8 +101,9 @@ impl QueryEngine {
     /// `dictionary`, and registers `tag_decode(id, kind)` for users who ask for ids.
     pub fn with_tags(mut self, dictionary: Arc<dyn TagDictionary>) -> Self {
         let rewriter = TagRewriter::new(dictionary);
-        self.ctx
-            .register_udf(rewriter.decode_udf().as_ref().clone());
+        for udf in rewriter.udfs() {
+            self.ctx.register_udf(udf.as_ref().clone());
+        }
         self.tags = Some(rewriter);
         self
     }

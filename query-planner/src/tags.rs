@@ -22,8 +22,8 @@ use std::{collections::HashMap, fmt::Debug, sync::Arc};
 use async_trait::async_trait;
 use datafusion::{
     arrow::{
-        array::{AsArray, StringBuilder},
-        datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type},
+        array::{AsArray, StringBuilder, UInt32Array},
+        datatypes::{DataType, Field, FieldRef, Int64Type, Schema, SchemaRef, UInt32Type},
     },
     catalog::{Session, TableProvider},
     common::{
@@ -33,7 +33,8 @@ use datafusion::{
     datasource::{provider_as_source, source_as_provider},
     logical_expr::{
         Aggregate, BinaryExpr, ColumnarValue, Expr, Filter, LogicalPlan, Operator, Projection,
-        ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, TableType, Volatility,
+        ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, TableType,
+        Volatility,
         expr::{AggregateFunction, Exists, InList, InSubquery, Sort as SortExpr},
         expr_rewriter::NamePreserver,
         logical_plan::{Explain, Join, Subquery, TableScan, TableScanBuilder, Union},
@@ -52,6 +53,29 @@ pub trait TagDictionary: Send + Sync + Debug {
     fn lookup(&self, kind: &str, value: &str) -> Option<u32>;
     /// The string of `id` in `kind`, if the dictionary has it.
     fn decode(&self, kind: &str, id: u32) -> Option<Arc<str>>;
+    /// The versions of one attribute of a resource, `(valid_from_us, attribute id)` in
+    /// time order (resource tables, DESIGN.md §5). Empty when the resource is unknown.
+    fn attribute_versions(&self, resource_kind: &str, id: u32, attribute: &str) -> Vec<(i64, u32)> {
+        let _ = (resource_kind, id, attribute);
+        Vec::new()
+    }
+}
+
+/// Name of the function that derives a tag from a resource: `tag_derive(resource id,
+/// time, 'resource kind', 'attribute kind')`, an id of the attribute's kind.
+pub const TAG_DERIVE: &str = "tag_derive";
+
+/// A column users see but rows do not store: an attribute of the resource another column
+/// identifies (e.g. `auto_service_1` from the server process `gprocess_id_1`), as it was
+/// at the row's `time`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedTag {
+    /// The column's name.
+    pub name: String,
+    /// The attribute's dictionary kind (the column's tag kind).
+    pub kind: String,
+    /// The stored tag column holding the resource's id.
+    pub resource_column: String,
 }
 
 /// A tag column: `UInt32` ids of `kind`.
@@ -82,12 +106,20 @@ pub fn has_tags(schema: &Schema) -> bool {
 pub struct EncodedTable {
     stored: Arc<dyn TableProvider>,
     shown: SchemaRef,
+    /// Shown after the stored columns, in this order.
+    derived: Vec<DerivedTag>,
 }
 
 impl EncodedTable {
     pub fn new(stored: Arc<dyn TableProvider>) -> Self {
+        Self::with_derived(stored, Vec::new())
+    }
+
+    /// A table that also shows `derived` columns (needs a `time` column and each
+    /// derived tag's resource column among the stored tags).
+    pub fn with_derived(stored: Arc<dyn TableProvider>, derived: Vec<DerivedTag>) -> Self {
         let schema = stored.schema();
-        let fields: Vec<Field> = schema
+        let mut fields: Vec<Field> = schema
             .fields()
             .iter()
             .map(|f| match tag_kind(f) {
@@ -95,8 +127,17 @@ impl EncodedTable {
                 None => f.as_ref().clone(),
             })
             .collect();
+        fields.extend(
+            derived
+                .iter()
+                .map(|d| tag_field(&d.name, &d.kind, true).with_data_type(DataType::Utf8)),
+        );
         let shown = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-        Self { stored, shown }
+        Self {
+            stored,
+            shown,
+            derived,
+        }
     }
 }
 
@@ -187,11 +228,115 @@ impl ScalarUDFImpl for TagDecode {
     }
 }
 
+/// `tag_derive(resource UInt32, time, resource_kind, attribute_kind) → UInt32`: the id of
+/// the resource's attribute in force at `time` (the first version for earlier times);
+/// [`EMPTY`] for unknown resources, as rows store an empty tag.
+#[derive(Debug)]
+pub struct TagDerive {
+    dictionary: Arc<dyn TagDictionary>,
+    signature: Signature,
+}
+
+/// The id of the empty string in every kind.
+pub const EMPTY: u32 = 0;
+
+impl TagDerive {
+    pub fn new(dictionary: Arc<dyn TagDictionary>) -> Self {
+        Self {
+            dictionary,
+            signature: Signature::any(4, Volatility::Stable),
+        }
+    }
+}
+
+impl PartialEq for TagDerive {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.dictionary, &other.dictionary)
+    }
+}
+impl Eq for TagDerive {}
+impl std::hash::Hash for TagDerive {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        TAG_DERIVE.hash(state)
+    }
+}
+
+fn scalar_string(value: Option<&ScalarValue>) -> Option<&str> {
+    match value {
+        Some(ScalarValue::Utf8(Some(s))) => Some(s),
+        _ => None,
+    }
+}
+
+impl ScalarUDFImpl for TagDerive {
+    fn name(&self) -> &str {
+        TAG_DERIVE
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt32)
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let kind = args
+            .scalar_arguments
+            .get(3)
+            .and_then(|a| scalar_string(*a))
+            .unwrap_or_default();
+        Ok(Arc::new(tag_field(TAG_DERIVE, kind, true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [ids, times, resource_kind, attribute] = args.args.as_slice() else {
+            return datafusion::common::plan_err!("{TAG_DERIVE} takes 4 arguments");
+        };
+        let (ColumnarValue::Scalar(r), ColumnarValue::Scalar(a)) = (resource_kind, attribute)
+        else {
+            return datafusion::common::plan_err!("{TAG_DERIVE}: kinds must be literals");
+        };
+        let (Some(resource_kind), Some(attribute)) =
+            (scalar_string(Some(r)), scalar_string(Some(a)))
+        else {
+            return datafusion::common::plan_err!("{TAG_DERIVE}: kinds must be strings");
+        };
+        let ids = ids.to_array(args.number_rows)?;
+        let ids = ids.as_primitive::<UInt32Type>();
+        let times = times.to_array(args.number_rows)?;
+        let times = datafusion::arrow::compute::cast(&times, &DataType::Int64)?;
+        let times = times.as_primitive::<Int64Type>();
+        // one lookup of each resource's versions per batch
+        let mut memo: HashMap<u32, Vec<(i64, u32)>> = HashMap::new();
+        let out: UInt32Array = ids
+            .iter()
+            .zip(times.iter())
+            .map(|(id, time)| {
+                let id = id?;
+                if id == EMPTY {
+                    return Some(EMPTY);
+                }
+                let versions = memo.entry(id).or_insert_with(|| {
+                    self.dictionary
+                        .attribute_versions(resource_kind, id, attribute)
+                });
+                let at = versions.partition_point(|(from, _)| *from <= time.unwrap_or(i64::MAX));
+                Some(
+                    versions
+                        .get(at.saturating_sub(1))
+                        .map_or(EMPTY, |(_, v)| *v),
+                )
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
 /// Rewrites plans over tag columns; see the module docs.
 #[derive(Debug, Clone)]
 pub struct TagRewriter {
     dictionary: Arc<dyn TagDictionary>,
     decode: Arc<ScalarUDF>,
+    derive: Arc<ScalarUDF>,
 }
 
 impl TagRewriter {
@@ -199,12 +344,19 @@ impl TagRewriter {
         let decode = Arc::new(ScalarUDF::new_from_impl(TagDecode::new(Arc::clone(
             &dictionary,
         ))));
-        Self { dictionary, decode }
+        let derive = Arc::new(ScalarUDF::new_from_impl(TagDerive::new(Arc::clone(
+            &dictionary,
+        ))));
+        Self {
+            dictionary,
+            decode,
+            derive,
+        }
     }
 
-    /// The decoding function, for registering with a session.
-    pub fn decode_udf(&self) -> Arc<ScalarUDF> {
-        Arc::clone(&self.decode)
+    /// The functions the rewrite calls, for registering with a session.
+    pub fn udfs(&self) -> [Arc<ScalarUDF>; 2] {
+        [Arc::clone(&self.decode), Arc::clone(&self.derive)]
     }
 
     /// Rewrites a plan fresh from the SQL planner (before type coercion).
@@ -216,10 +368,7 @@ impl TagRewriter {
     }
 
     fn decode_call(&self, expr: Expr, kind: &str) -> Expr {
-        self.decode.call(vec![
-            expr,
-            Expr::Literal(ScalarValue::Utf8(Some(kind.to_string())), None),
-        ])
+        self.decode.call(vec![expr, utf8(kind.to_string())])
     }
 
     /// Wraps `plan` in a projection that decodes its tag columns, keeping their names.
@@ -441,7 +590,7 @@ impl TagRewriter {
                     fetch: s.fetch,
                 })
             }
-            LogicalPlan::TableScan(scan) => Self::stored_scan(scan)?,
+            LogicalPlan::TableScan(scan) => self.stored_scan(scan)?,
             LogicalPlan::Explain(e) => LogicalPlan::Explain(Explain {
                 plan: Arc::new(self.decode_outputs(Arc::unwrap_or_clone(e.plan))?),
                 ..e
@@ -484,21 +633,80 @@ impl TagRewriter {
     }
 
     /// A scan of an [`EncodedTable`] becomes a scan of the stored table: ids from here up.
-    fn stored_scan(scan: TableScan) -> Result<LogicalPlan> {
-        let stored = match source_as_provider(&scan.source) {
-            Ok(provider) => provider
-                .downcast_ref::<EncodedTable>()
-                .map(|t| Arc::clone(&t.stored)),
+    /// Derived columns become `tag_derive(resource, time, …)` in a projection over it.
+    fn stored_scan(&self, scan: TableScan) -> Result<LogicalPlan> {
+        let table = match source_as_provider(&scan.source) {
+            Ok(provider) => provider.downcast_ref::<EncodedTable>().map(|t| {
+                (
+                    Arc::clone(&t.stored),
+                    t.derived.clone(),
+                    Arc::clone(&t.shown),
+                )
+            }),
             Err(_) => None,
         };
-        Ok(LogicalPlan::TableScan(match stored {
-            Some(stored) => TableScanBuilder::new(scan.table_name, provider_as_source(stored))
-                .with_projection(scan.projection)
-                .with_filters(scan.filters)
-                .with_fetch(scan.fetch)
-                .build()?,
-            None => scan,
-        }))
+        let Some((stored, derived, shown)) = table else {
+            return Ok(LogicalPlan::TableScan(scan));
+        };
+        let stored_schema = stored.schema();
+        let width = stored_schema.fields().len();
+        let wanted: Vec<usize> = scan
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..shown.fields().len()).collect());
+        if wanted.iter().all(|&i| i < width) {
+            return Ok(LogicalPlan::TableScan(
+                TableScanBuilder::new(scan.table_name, provider_as_source(stored))
+                    .with_projection(scan.projection)
+                    .with_filters(scan.filters)
+                    .with_fetch(scan.fetch)
+                    .build()?,
+            ));
+        }
+        // stored columns read: the ones asked for, plus each derived tag's inputs
+        let mut read: Vec<usize> = wanted.iter().copied().filter(|&i| i < width).collect();
+        for &i in wanted.iter().filter(|&&i| i >= width) {
+            let d = &derived[i - width];
+            for input in [d.resource_column.as_str(), "time"] {
+                read.push(stored_schema.index_of(input)?);
+            }
+        }
+        read.sort_unstable();
+        read.dedup();
+        let name = scan.table_name.clone();
+        let input = TableScanBuilder::new(scan.table_name, provider_as_source(stored))
+            .with_projection(Some(read))
+            .with_filters(scan.filters)
+            .with_fetch(scan.fetch)
+            .build()?;
+        let column = |n: &str| Expr::Column(Column::new(Some(name.clone()), n));
+        let exprs = wanted
+            .iter()
+            .map(|&i| {
+                if i < width {
+                    return column(stored_schema.field(i).name());
+                }
+                let d = &derived[i - width];
+                let resource_kind = stored_schema
+                    .field_with_name(&d.resource_column)
+                    .ok()
+                    .and_then(|f| tag_kind(f))
+                    .unwrap_or_default()
+                    .to_string();
+                self.derive
+                    .call(vec![
+                        column(&d.resource_column),
+                        column("time"),
+                        utf8(resource_kind),
+                        utf8(d.kind.clone()),
+                    ])
+                    .alias_qualified(Some(name.clone()), &d.name)
+            })
+            .collect();
+        Ok(LogicalPlan::Projection(Projection::try_new(
+            exprs,
+            Arc::new(LogicalPlan::TableScan(input)),
+        )?))
     }
 
     fn rewrite_join(&self, mut j: Join) -> Result<LogicalPlan> {
@@ -522,6 +730,10 @@ impl TagRewriter {
         }
         Ok(LogicalPlan::Join(j))
     }
+}
+
+fn utf8(value: String) -> Expr {
+    Expr::Literal(ScalarValue::Utf8(Some(value)), None)
 }
 
 fn string_literal(expr: &Expr) -> Option<&str> {

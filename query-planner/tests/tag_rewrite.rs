@@ -10,8 +10,8 @@ use std::{
 
 use datafusion::{
     arrow::{
-        array::{ArrayRef, Int64Array, StringArray, UInt32Array},
-        datatypes::{DataType, Field, Schema},
+        array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray, UInt32Array},
+        datatypes::{DataType, Field, Schema, TimeUnit},
         record_batch::RecordBatch,
         util::display::{ArrayFormatter, FormatOptions},
     },
@@ -19,7 +19,7 @@ use datafusion::{
 };
 use flowmesh_query_planner::{
     QueryConfig, QueryEngine, QueryError,
-    tags::{TagDictionary, tag_field},
+    tags::{DerivedTag, EncodedTable, TagDictionary, tag_field},
 };
 use sqllogictest::{DBOutput, DefaultColumnType};
 
@@ -29,6 +29,8 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 struct TestDictionary {
     ids: HashMap<(String, String), u32>,
     strings: HashMap<(String, u32), Arc<str>>,
+    /// gprocess id → [(valid_from_us, service id)]
+    services: HashMap<u32, Vec<(i64, u32)>>,
     /// Literals looked up: the rewrite must never create ids.
     lookups: Mutex<Vec<String>>,
 }
@@ -64,9 +66,14 @@ impl TagDictionary for TestDictionary {
     fn decode(&self, kind: &str, id: u32) -> Option<Arc<str>> {
         self.strings.get(&(kind.to_string(), id)).cloned()
     }
+    fn attribute_versions(&self, resource_kind: &str, id: u32, attribute: &str) -> Vec<(i64, u32)> {
+        assert_eq!((resource_kind, attribute), ("gprocess", "service"));
+        self.services.get(&id).cloned().unwrap_or_default()
+    }
 }
 
-/// (client service, server service, endpoint, status code, duration)
+/// (client service, server service, endpoint, status code, duration); row `i` is at
+/// second `i`.
 type Request = (&'static str, &'static str, &'static str, i64, i64);
 const REQUESTS: &[Request] = &[
     ("web", "cart", "/cart/add", 200, 12),
@@ -82,6 +89,26 @@ const REQUESTS: &[Request] = &[
     ("zeta", "alpha", "/", 404, 1),
 ];
 
+/// The process (a resource) behind each service, and when it started having that
+/// service: `frontend` served as `web`, then was renamed `admin` at second 9; `zeta`'s
+/// first known version is after its only row, which still shows it.
+const PROCESSES: &[(&str, &str, i64)] = &[
+    ("gp-frontend", "web", 0),
+    ("gp-frontend", "admin", 9),
+    ("gp-cart", "cart", 0),
+    ("gp-user", "user", 0),
+    ("gp-db", "db", 0),
+    ("gp-alpha", "alpha", 0),
+    ("gp-zeta", "zeta", 100),
+];
+
+fn process_of(service: &str) -> &'static str {
+    match service {
+        "web" | "admin" => "gp-frontend",
+        other => PROCESSES.iter().find(|p| p.1 == other).unwrap().0,
+    }
+}
+
 /// (service, team): a second table to join on.
 const OWNERS: &[(&str, &str)] = &[
     ("cart", "shop"),
@@ -92,7 +119,9 @@ const OWNERS: &[(&str, &str)] = &[
 
 type Tables = Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)>;
 
-/// The two tables, with tags as strings, or as ids of `dictionary` when one is given.
+/// The two tables. Without a dictionary every tag is a string column. With one, tags are
+/// ids, and `auto_service_*` are not stored at all: they are derived from the process
+/// columns through the dictionary's resource versions.
 fn tables(dictionary: Option<&TestDictionary>) -> Tables {
     let tag = |name: &str, kind: &str| match dictionary {
         Some(_) => tag_field(name, kind, false),
@@ -110,24 +139,37 @@ fn tables(dictionary: Option<&TestDictionary>) -> Tables {
     let number = |f: fn(&Request) -> i64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(REQUESTS.iter().map(f)))
     };
-    let schema = Arc::new(Schema::new(vec![
-        tag("auto_service_0", "service"),
-        tag("auto_service_1", "service"),
+    let mut fields = vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        tag("gprocess_id_0", "gprocess"),
+        tag("gprocess_id_1", "gprocess"),
         tag("endpoint", "endpoint"),
         Field::new("response_code", DataType::Int64, false),
         Field::new("response_duration", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![
-            tags("service", column(|r| r.0)),
-            tags("service", column(|r| r.1)),
-            tags("endpoint", column(|r| r.2)),
-            number(|r| r.3),
-            number(|r| r.4),
-        ],
-    )
-    .unwrap();
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                (0..REQUESTS.len() as i64).map(|i| i * 1_000_000),
+            )
+            .with_timezone("UTC"),
+        ),
+        tags("gprocess", column(|r| process_of(r.0))),
+        tags("gprocess", column(|r| process_of(r.1))),
+        tags("endpoint", column(|r| r.2)),
+        number(|r| r.3),
+        number(|r| r.4),
+    ];
+    if dictionary.is_none() {
+        fields.extend([tag("auto_service_0", ""), tag("auto_service_1", "")]);
+        columns.extend([tags("", column(|r| r.0)), tags("", column(|r| r.1))]);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
     let owners_schema = Arc::new(Schema::new(vec![
         tag("auto_service", "service"),
         Field::new("team", DataType::Utf8, false),
@@ -140,11 +182,24 @@ fn tables(dictionary: Option<&TestDictionary>) -> Tables {
         ],
     )
     .unwrap();
+    let requests: Arc<dyn datafusion::catalog::TableProvider> =
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap());
+    let requests: Arc<dyn datafusion::catalog::TableProvider> = match dictionary {
+        Some(_) => Arc::new(EncodedTable::with_derived(
+            requests,
+            ["0", "1"]
+                .iter()
+                .map(|side| DerivedTag {
+                    name: format!("auto_service_{side}"),
+                    kind: "service".into(),
+                    resource_column: format!("gprocess_id_{side}"),
+                })
+                .collect(),
+        )),
+        None => requests,
+    };
     vec![
-        (
-            "flow_log.l7_flow_log".into(),
-            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-        ),
+        ("flow_log.l7_flow_log".into(), requests),
         (
             "meta.owners".into(),
             Arc::new(MemTable::try_new(owners_schema, vec![vec![owners]]).unwrap()),
@@ -155,10 +210,19 @@ fn tables(dictionary: Option<&TestDictionary>) -> Tables {
 fn dictionary() -> TestDictionary {
     let mut services: Vec<&str> = REQUESTS.iter().flat_map(|r| [r.0, r.1]).collect();
     services.extend(OWNERS.iter().map(|o| o.0));
-    TestDictionary::build(&[
+    let mut d = TestDictionary::build(&[
         ("service", services),
         ("endpoint", REQUESTS.iter().map(|r| r.2).collect()),
-    ])
+        ("gprocess", PROCESSES.iter().map(|p| p.0).collect()),
+    ]);
+    for (process, service, from) in PROCESSES {
+        let (process, service) = (d.id("gprocess", process), d.id("service", service));
+        d.services
+            .entry(process)
+            .or_default()
+            .push((from * 1_000_000, service));
+    }
+    d
 }
 
 /// An engine over id-encoded tables that decodes through `d`.
@@ -268,9 +332,13 @@ fn filters_compare_ids_and_outputs_decode_after_aggregation() {
         "SELECT auto_service_0, count(*) FROM flow_log.l7_flow_log \
          WHERE auto_service_1 = 'cart' GROUP BY auto_service_0",
     );
-    // the filter compares the id, the group key is the id, decoding sits above the aggregate
+    // the filter compares the id of the service derived from the server process, the
+    // group key is an id, decoding sits above the aggregate
     assert!(
-        plan.contains(&format!("auto_service_1 = UInt32({cart})")),
+        plan.contains(&format!(
+            "tag_derive(flow_log.l7_flow_log.gprocess_id_1, flow_log.l7_flow_log.time, \
+             Utf8(\"gprocess\"), Utf8(\"service\")) = UInt32({cart})"
+        )),
         "{plan}"
     );
     let logical = plan.split("physical_plan").next().unwrap();
@@ -307,6 +375,13 @@ fn filters_compare_ids_and_outputs_decode_after_aggregation() {
     let out = rt
         .block_on(engine.sql("SELECT * FROM flow_log.l7_flow_log LIMIT 1"))
         .unwrap();
-    assert_eq!(out.schema.field(0).data_type(), &DataType::Utf8);
-    assert_eq!(out.batches[0].column(0).data_type(), &DataType::Utf8);
+    for name in ["gprocess_id_0", "endpoint", "auto_service_1"] {
+        let i = out.schema.index_of(name).unwrap();
+        assert_eq!(out.schema.field(i).data_type(), &DataType::Utf8, "{name}");
+        assert_eq!(
+            out.batches[0].column(i).data_type(),
+            &DataType::Utf8,
+            "{name}"
+        );
+    }
 }

@@ -4,6 +4,11 @@
 //! Encode path: cache → local replica → batched proposal through the leader. Decode and
 //! lookup: cache → local replica, never the network, so any replica (a learner cut off from
 //! the voters included) answers for everything it has applied.
+//!
+//! Resource tables: `register_resource` checks the local replica first (re-registering an
+//! unchanged resource costs no Raft write), else proposes one `Resource` entry through the
+//! leader; `resource_at` and `resource_versions` read the local replica only. They are not
+//! cached: a resource's versions change, and the replica answers with one range read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use crate::error::{ConsensusError, Result};
 use crate::node::NodeCore;
 use crate::stats::{Counters, DictionaryStats};
 use crate::store::DictionaryView;
-use crate::types::{DictionaryId, EMPTY_ID, NodeId, TagKind};
+use crate::types::{DictionaryId, EMPTY_ID, NodeId, ResourceVersion, TagKind};
 
 /// Proposals in flight at once per node; further misses wait and join the next batch.
 const MAX_INFLIGHT_BATCHES: usize = 4;
@@ -227,10 +232,110 @@ impl DictionaryClient {
         }
     }
 
+    /// Records that resource (kind, id) has `attrs` from `valid_from_us` on (a row of the
+    /// resource tables, DESIGN.md §5).
+    ///
+    /// Returns `Ok(false)` without proposing when the local replica's version in force at
+    /// `valid_from_us` (see [`Self::resource_at`]) already has exactly these attrs: the
+    /// common case, re-registering an unchanged resource, costs no Raft write. Otherwise
+    /// proposes one entry through the leader (forwarded from followers and learners like
+    /// [`Self::intern`], retried through elections until `intern_timeout`) and returns
+    /// whether the replicated versions changed — `true` unless a lagging local replica made
+    /// an unneeded proposal that the leader or the state machine found already in force.
+    /// A version at the same (kind, id, valid_from_us) is replaced.
+    ///
+    /// Bad input (resource id [`EMPTY_ID`], more than [`crate::MAX_RESOURCE_ATTRS`]
+    /// attrs) is refused with [`ConsensusError::InvalidInput`]; a version naming an id the
+    /// dictionary does not hold is refused by every replica alike with
+    /// [`ConsensusError::Rejected`]. Intern the strings first.
+    pub async fn register_resource(&self, version: ResourceVersion) -> Result<bool> {
+        let core = &self.shared.core;
+        version
+            .check()
+            .map_err(|reason| ConsensusError::InvalidInput {
+                kind: version.kind,
+                reason,
+            })?;
+        if core.cancel.is_cancelled() {
+            return Err(ConsensusError::ShuttingDown { node_id: core.id });
+        }
+        let view = core
+            .view()
+            .ok_or(ConsensusError::ShuttingDown { node_id: core.id })?;
+        if resource_in_force(core, &view, &version) {
+            return Ok(false);
+        }
+        core.propose_resource(version).await
+    }
+
+    /// The attrs of resource (kind, id) in force at `time_us`: those of the version with
+    /// the greatest `valid_from_us` ≤ `time_us`, or for times before the first version, of
+    /// the first version (old rows still get the tags first seen). `None` if the resource
+    /// is unknown here. Local only, like [`Self::lookup`]: replica read failures are
+    /// logged, counted (`replica_errors`) and reported as `None`.
+    pub fn resource_at(
+        &self,
+        kind: TagKind,
+        id: DictionaryId,
+        time_us: i64,
+    ) -> Option<BTreeMap<TagKind, DictionaryId>> {
+        let core = &self.shared.core;
+        replica_resource_at(core, &core.view()?, kind, id, time_us)
+    }
+
+    /// Every version of resource (kind, id) in the local replica, in time order. Local
+    /// only: what the query side derives a row's tags from.
+    pub fn resource_history(
+        &self,
+        kind: TagKind,
+        id: DictionaryId,
+    ) -> Result<Vec<ResourceVersion>> {
+        let core = &self.shared.core;
+        core.view()
+            .ok_or(ConsensusError::ShuttingDown { node_id: core.id })?
+            .resource_history(kind, id)
+    }
+
+    /// Every version of every resource of `kind` in the local replica, ordered by
+    /// (id, valid_from_us). Local only; it reads all of the kind's versions.
+    pub fn resource_versions(&self, kind: TagKind) -> Result<Vec<ResourceVersion>> {
+        let core = &self.shared.core;
+        core.view()
+            .ok_or(ConsensusError::ShuttingDown { node_id: core.id })?
+            .resource_versions(kind)
+    }
+
     /// The node's dictionary counters.
     pub fn stats(&self) -> DictionaryStats {
         self.shared.core.counters.snapshot()
     }
+}
+
+/// Whether the replica already has `version`'s attrs in force at its start, so that
+/// proposing it would change nothing. A replica read failure counts as "no": the state
+/// machine decides then.
+pub(crate) fn resource_in_force(
+    core: &NodeCore,
+    view: &DictionaryView,
+    version: &ResourceVersion,
+) -> bool {
+    replica_resource_at(core, view, version.kind, version.id, version.valid_from_us)
+        .is_some_and(|attrs| attrs == version.attrs)
+}
+
+/// [`DictionaryView::resource_at`], with read failures logged, counted and read as `None`.
+fn replica_resource_at(
+    core: &NodeCore,
+    view: &DictionaryView,
+    kind: TagKind,
+    id: DictionaryId,
+    time_us: i64,
+) -> Option<BTreeMap<TagKind, DictionaryId>> {
+    view.resource_at(kind, id, time_us).unwrap_or_else(|error| {
+        Counters::add(&core.counters.replica_errors, 1);
+        tracing::warn!(%error, %kind, id, "dictionary replica resource read failed");
+        None
+    })
 }
 
 /// Looks `strings` up in the replica; returns each with its id if known. Replica errors

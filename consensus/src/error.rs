@@ -10,7 +10,7 @@ use crate::types::{NodeId, TagKind};
 pub enum ConsensusError {
     #[error("invalid consensus config: {reason}")]
     Config { reason: String },
-    #[error("invalid intern request for kind {kind}: {reason}")]
+    #[error("invalid dictionary request for kind {kind}: {reason}")]
     InvalidInput { kind: TagKind, reason: String },
     #[error("dictionary for kind {kind} rejected the request: {reason}")]
     Rejected { kind: TagKind, reason: String },
@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(e.http_status(), 400);
         assert_eq!(
             e.to_string(),
-            "invalid intern request for kind pod: no strings"
+            "invalid dictionary request for kind pod: no strings"
         );
         let e = ConsensusError::Unauthorized {
             peer: "127.0.0.1:1".into(),

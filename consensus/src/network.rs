@@ -1,5 +1,5 @@
 //! Peer traffic over HTTP/JSON: the Raft RPCs (openraft's [`RaftNetwork`]), forwarded
-//! interns, join/leave and status, all on the peer port, all carrying the cluster token.
+//! interns and resource registrations, join/leave and status, all on the peer port, all carrying the cluster token.
 //!
 //! The token travels in clear text: TLS on the peer port is a later step (DESIGN.md §9).
 
@@ -17,7 +17,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{DictionaryId, NodeId, TagKind, TypeConfig};
+use crate::types::{DictionaryId, NodeId, ResourceVersion, TagKind, TypeConfig};
 
 /// Header that carries the cluster token on every peer request.
 pub const TOKEN_HEADER: &str = "x-flowmesh-cluster-token";
@@ -26,6 +26,7 @@ pub(crate) const PATH_APPEND: &str = "/raft/append";
 pub(crate) const PATH_VOTE: &str = "/raft/vote";
 pub(crate) const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub(crate) const PATH_INTERN: &str = "/dictionary/intern";
+pub(crate) const PATH_RESOURCE: &str = "/dictionary/resource";
 pub(crate) const PATH_JOIN: &str = "/cluster/join";
 pub(crate) const PATH_LEAVE: &str = "/cluster/leave";
 pub(crate) const PATH_STATUS: &str = "/cluster/status";
@@ -36,6 +37,10 @@ pub(crate) struct InternRequest {
     pub kind: TagKind,
     pub strings: Vec<String>,
 }
+
+/// A forwarded resource registration: the body is the [`ResourceVersion`] itself, checked
+/// again by the leader.
+pub(crate) type ResourceRequest = ResourceVersion;
 
 /// A node asks the leader to add it as a learner.
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +111,8 @@ impl PeerError {
 }
 
 pub(crate) type InternReply = Result<Vec<DictionaryId>, PeerError>;
+/// Whether the resource's versions changed.
+pub(crate) type ResourceReply = Result<bool, PeerError>;
 pub(crate) type UnitReply = Result<(), PeerError>;
 
 /// Why a peer call failed before a typed reply arrived.

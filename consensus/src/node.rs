@@ -9,6 +9,7 @@
 //! removes a node. A restart recovers everything from sled.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 use parking_lot::RwLock;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,13 +30,14 @@ use crate::config::{ConsensusConfig, choose_voters};
 use crate::error::{ConsensusError, Result};
 use crate::network::{
     CallError, InternReply, InternRequest, JoinRequest, LeaderHint, LeaveRequest, NetworkFactory,
-    PATH_INTERN, PATH_JOIN, PATH_LEAVE, PATH_STATUS, PeerError, PeerErrorCode, PeerHttp,
-    PeerStatus, UnitReply,
+    PATH_INTERN, PATH_JOIN, PATH_LEAVE, PATH_RESOURCE, PATH_STATUS, PeerError, PeerErrorCode,
+    PeerHttp, PeerStatus, ResourceReply, UnitReply,
 };
 use crate::stats::Counters;
 use crate::store::{DictionaryView, StoreHandle, open_store_with_handle};
 use crate::types::{
-    DictionaryCommand, DictionaryId, DictionaryRaft, DictionaryResponse, NodeId, TagKind,
+    DictionaryCommand, DictionaryId, DictionaryRaft, DictionaryResponse, NodeId, ResourceVersion,
+    TagKind,
 };
 
 /// Learners within this many entries of the leader's last log may be promoted to voter.
@@ -177,35 +181,36 @@ impl NodeCore {
         }
     }
 
-    /// Proposes `Intern` on this node, which must be the leader.
-    pub(crate) async fn intern_as_leader(
+    /// Proposes `command` on this node, which must be the leader, waits up to `timeout`
+    /// for it to be applied, and reads the reply with `expected` (which hands back a reply
+    /// of the wrong variant: an internal error).
+    async fn write_as_leader<T>(
         &self,
-        kind: TagKind,
-        strings: Vec<String>,
+        command: DictionaryCommand,
         timeout: Duration,
-    ) -> InternReply {
-        let write = self
-            .raft
-            .client_write(DictionaryCommand::Intern { kind, strings });
+        expected: fn(DictionaryResponse) -> std::result::Result<T, DictionaryResponse>,
+    ) -> std::result::Result<T, PeerError> {
+        let write = self.raft.client_write(command);
         let result = match tokio::time::timeout(timeout, write).await {
             Err(_) => {
                 return Err(PeerError::new(
                     PeerErrorCode::Unavailable,
-                    format!("proposal for kind {kind} not committed within {timeout:?}"),
+                    format!("proposal not committed within {timeout:?}"),
                 ));
             }
             Ok(result) => result,
         };
         match result {
             Ok(response) => match response.data {
-                DictionaryResponse::Ids { ids } => Ok(ids),
                 DictionaryResponse::Rejected { reason } => {
                     Err(PeerError::new(PeerErrorCode::Rejected, reason))
                 }
-                DictionaryResponse::Empty => Err(PeerError::new(
-                    PeerErrorCode::Internal,
-                    "intern entry produced no ids",
-                )),
+                data => expected(data).map_err(|other| {
+                    PeerError::new(
+                        PeerErrorCode::Internal,
+                        format!("unexpected reply to a proposal: {other:?}"),
+                    )
+                }),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 let leader = match (forward.leader_id, forward.leader_node) {
@@ -231,6 +236,29 @@ impl NodeCore {
         }
     }
 
+    /// Proposes `Intern` on this node, which must be the leader.
+    pub(crate) async fn intern_as_leader(
+        &self,
+        kind: TagKind,
+        strings: Vec<String>,
+        timeout: Duration,
+    ) -> InternReply {
+        let command = DictionaryCommand::Intern { kind, strings };
+        self.write_as_leader(command, timeout, DictionaryResponse::into_ids)
+            .await
+    }
+
+    /// Proposes a `Resource` version on this node, which must be the leader.
+    pub(crate) async fn resource_as_leader(
+        &self,
+        version: ResourceVersion,
+        timeout: Duration,
+    ) -> ResourceReply {
+        let command = DictionaryCommand::Resource(version);
+        self.write_as_leader(command, timeout, DictionaryResponse::into_changed)
+            .await
+    }
+
     /// Proposes `strings` through the leader, forwarding from followers and learners and
     /// retrying retryable failures until `intern_timeout`.
     pub(crate) async fn propose(
@@ -240,6 +268,56 @@ impl NodeCore {
     ) -> Result<Vec<DictionaryId>> {
         Counters::add(&self.counters.proposals, 1);
         Counters::add(&self.counters.proposed_strings, strings.len() as u64);
+        let request = InternRequest {
+            kind,
+            strings: strings.clone(),
+        };
+        let ids = self
+            .through_leader(kind, "intern", PATH_INTERN, &request, |timeout| {
+                self.intern_as_leader(kind, strings.clone(), timeout)
+            })
+            .await?;
+        if ids.len() != strings.len() {
+            return Err(ConsensusError::Protocol {
+                peer: "leader".into(),
+                reason: format!("{} ids for {} strings", ids.len(), strings.len()),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Proposes a resource version through the leader, like [`Self::propose`]; returns
+    /// whether the resource's versions changed.
+    pub(crate) async fn propose_resource(&self, version: ResourceVersion) -> Result<bool> {
+        Counters::add(&self.counters.resource_proposals, 1);
+        let kind = version.kind;
+        self.through_leader(
+            kind,
+            "resource registration",
+            PATH_RESOURCE,
+            &version,
+            |timeout| self.resource_as_leader(version.clone(), timeout),
+        )
+        .await
+    }
+
+    /// Runs `as_leader` when this node leads, else sends `request` to the leader's `path`
+    /// (or, with no leader known, to the configured peers in turn); follows leader hints
+    /// and retries retryable failures until `intern_timeout`. `kind` and `action` name the
+    /// request in errors.
+    async fn through_leader<Req, T, Fut>(
+        &self,
+        kind: TagKind,
+        action: &'static str,
+        path: &'static str,
+        request: &Req,
+        as_leader: impl Fn(Duration) -> Fut,
+    ) -> Result<T>
+    where
+        Req: Serialize,
+        T: DeserializeOwned,
+        Fut: Future<Output = std::result::Result<T, PeerError>>,
+    {
         let started = Instant::now();
         let deadline = started + self.config.intern_timeout;
         let mut backoff = Duration::from_millis(10);
@@ -264,15 +342,14 @@ impl NodeCore {
             }
             attempt += 1;
             let target = hint.take().or_else(|| self.leader_hint());
-            let outcome: std::result::Result<Vec<DictionaryId>, PeerError> = match target {
+            let outcome: std::result::Result<T, PeerError> = match target {
                 Some(leader) if leader.id == self.id => {
                     // A deposed leader that has not noticed yet would wait forever.
                     let remaining = deadline
                         .saturating_duration_since(Instant::now())
                         .min(self.leader_side_timeout())
                         .max(Duration::from_millis(1));
-                    self.intern_as_leader(kind, strings.clone(), remaining)
-                        .await
+                    as_leader(remaining).await
                 }
                 target => {
                     // No leader known (e.g. not yet a member): ask the configured peers in turn.
@@ -291,13 +368,11 @@ impl NodeCore {
                         )),
                         Some(addr) => {
                             Counters::add(&self.counters.forwarded_requests, 1);
-                            let request = InternRequest {
-                                kind,
-                                strings: strings.clone(),
-                            };
                             match self
                                 .http
-                                .post::<_, InternReply>(&addr, PATH_INTERN, &request, None)
+                                .post::<_, std::result::Result<T, PeerError>>(
+                                    &addr, path, request, None,
+                                )
                                 .await
                             {
                                 Ok(reply) => reply,
@@ -320,13 +395,7 @@ impl NodeCore {
                 }
             };
             let error = match outcome {
-                Ok(ids) if ids.len() == strings.len() => return Ok(ids),
-                Ok(ids) => {
-                    return Err(ConsensusError::Protocol {
-                        peer: "leader".into(),
-                        reason: format!("{} ids for {} strings", ids.len(), strings.len()),
-                    });
-                }
+                Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             match error.code {
@@ -350,7 +419,7 @@ impl NodeCore {
                 PeerErrorCode::Internal => {
                     return Err(ConsensusError::Raft {
                         node_id: self.id,
-                        action: "intern",
+                        action,
                         reason: error.message,
                         retryable: false,
                     });
@@ -374,7 +443,7 @@ impl NodeCore {
                     },
                     (Some(e @ ConsensusError::Unreachable { .. }), _) => e,
                     _ => ConsensusError::Timeout {
-                        action: "intern through raft",
+                        action,
                         timeout: self.config.intern_timeout,
                     },
                 });

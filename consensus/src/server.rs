@@ -1,4 +1,5 @@
-//! The peer server: Raft RPCs, forwarded interns, join/leave and status on the peer port.
+//! The peer server: Raft RPCs, forwarded interns and resource registrations, join/leave
+//! and status on the peer port.
 //! Every request must carry the cluster token; anything else gets 401 and a JSON error.
 
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
-use crate::client::lookup_many;
+use crate::client::{lookup_many, resource_in_force};
 use crate::network::{
     InternReply, InternRequest, JoinRequest, LeaveRequest, PATH_APPEND, PATH_INTERN, PATH_JOIN,
-    PATH_LEAVE, PATH_SNAPSHOT, PATH_STATUS, PATH_VOTE, PeerError, PeerErrorCode, PeerStatus,
-    TOKEN_HEADER, UnitReply,
+    PATH_LEAVE, PATH_RESOURCE, PATH_SNAPSHOT, PATH_STATUS, PATH_VOTE, PeerError, PeerErrorCode,
+    PeerStatus, ResourceReply, ResourceRequest, TOKEN_HEADER, UnitReply,
 };
 use crate::node::NodeCore;
 use crate::stats::Counters;
@@ -35,6 +36,7 @@ pub(crate) fn router(core: Arc<NodeCore>) -> Router {
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_INTERN, post(intern))
+        .route(PATH_RESOURCE, post(resource))
         .route(PATH_JOIN, post(join))
         .route(PATH_LEAVE, post(leave))
         .route(PATH_STATUS, get(status))
@@ -155,6 +157,33 @@ async fn intern_known_first(core: &NodeCore, request: InternRequest) -> InternRe
         .map(|(_, id)| id.or_else(|| assigned.next()))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| PeerError::new(PeerErrorCode::Internal, "fewer ids than strings"))
+}
+
+async fn resource(
+    State(core): State<Arc<NodeCore>>,
+    Json(version): Json<ResourceRequest>,
+) -> Response {
+    let result: ResourceReply = match version.check() {
+        Err(reason) => Err(PeerError::new(PeerErrorCode::InvalidInput, reason)),
+        Ok(()) => resource_known_first(&core, version).await,
+    };
+    reply(result)
+}
+
+/// Like [`intern_known_first`]: the sender's replica may lag, so a version this replica
+/// already has in force costs no Raft write either.
+async fn resource_known_first(core: &NodeCore, version: ResourceRequest) -> ResourceReply {
+    let Some(view) = core.view() else {
+        return Err(PeerError::new(
+            PeerErrorCode::Unavailable,
+            format!("node {} is shutting down", core.id),
+        ));
+    };
+    if resource_in_force(core, &view, &version) {
+        return Ok(false);
+    }
+    core.resource_as_leader(version, core.leader_side_timeout())
+        .await
 }
 
 async fn join(State(core): State<Arc<NodeCore>>, Json(request): Json<JoinRequest>) -> Response {

@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     pub proposals: AtomicU64,
     pub proposed_strings: AtomicU64,
     pub proposal_retries: AtomicU64,
+    pub resource_proposals: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub replica_hits: AtomicU64,
@@ -31,6 +32,7 @@ impl Counters {
             proposals: get(&self.proposals),
             proposed_strings: get(&self.proposed_strings),
             proposal_retries: get(&self.proposal_retries),
+            resource_proposals: get(&self.resource_proposals),
             cache_hits: get(&self.cache_hits),
             cache_misses: get(&self.cache_misses),
             replica_hits: get(&self.replica_hits),
@@ -50,6 +52,9 @@ pub struct DictionaryStats {
     pub proposed_strings: u64,
     /// Proposal attempts repeated after a retryable failure (election, unreachable leader).
     pub proposal_retries: u64,
+    /// Resource versions proposed through Raft by `register_resource` (re-registering an
+    /// unchanged resource is answered by the local replica and not counted).
+    pub resource_proposals: u64,
     /// Strings (`intern`/`lookup`) and ids (`decode`) answered by the local cache.
     pub cache_hits: u64,
     /// Cache misses, whether then answered by the replica, by Raft, or not at all.
@@ -58,7 +63,8 @@ pub struct DictionaryStats {
     pub replica_hits: u64,
     /// Local replica reads that failed (treated as misses).
     pub replica_errors: u64,
-    /// Proposals sent to another node because this one is not the leader.
+    /// Proposals (interns and resource versions) sent to another node because this one is
+    /// not the leader.
     pub forwarded_requests: u64,
     /// Peer requests refused for a bad cluster token.
     pub rejected_peer_requests: u64,

@@ -1,6 +1,6 @@
 //! The replica's durable state in one sled database: the Raft log and vote ([`LogStore`]),
-//! the dictionary state machine and its snapshots ([`StateMachine`]), and a read-only view
-//! of the dictionary for local lookups ([`DictionaryView`]).
+//! the dictionary state machine (strings and resource tables) and its snapshots
+//! ([`StateMachine`]), and a read-only view of both for local lookups ([`DictionaryView`]).
 //!
 //! Trees: `raft_log` (index → entry JSON), `raft_meta` (vote, committed, last purged),
 //! `dictionary` (layout in `keys.rs`). The current snapshot is a file beside the database.

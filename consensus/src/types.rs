@@ -1,6 +1,7 @@
 //! The dictionary's vocabulary: tag kinds, ids, the Raft log command and its reply, and the
 //! openraft type configuration that ties them together.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
 
@@ -142,6 +143,82 @@ impl fmt::Display for TagKind {
     }
 }
 
+/// Most attributes one [`ResourceVersion`] may carry; more is refused as bad input (by the
+/// client, the leader and, identically on every replica, the state machine).
+pub const MAX_RESOURCE_ATTRS: usize = 64;
+
+/// The attributes of one resource from one point in time on: a row of a resource table
+/// ("meta tags", DESIGN.md §5). Attributes that follow from a resource (a pod's service,
+/// namespace and node; a process's name, command line and container) are stored once per
+/// resource and version, not copied into every row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceVersion {
+    /// The resource's kind (e.g. TagKind::POD, or a process-instance kind) and its id in
+    /// that kind (an id interned in the same dictionary).
+    pub kind: TagKind,
+    pub id: DictionaryId,
+    /// Start of validity, µs since the Unix epoch; the version is valid until the next
+    /// version's start.
+    pub valid_from_us: i64,
+    /// Attribute kind → id of the attribute's string in that kind (e.g. SERVICE → id of
+    /// "cart"). In JSON a list of `[kind, id]` pairs: JSON object keys are strings, which
+    /// the internally tagged [`DictionaryCommand`] could not read back as kinds.
+    #[serde(with = "attr_pairs")]
+    pub attrs: BTreeMap<TagKind, DictionaryId>,
+}
+
+impl ResourceVersion {
+    /// Why this version cannot be stored, judged from the version alone (no
+    /// configuration), so that the client, the leader and every replica agree.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.id == EMPTY_ID {
+            return Err(format!(
+                "resource id {EMPTY_ID} of {} is the empty string",
+                self.kind
+            ));
+        }
+        if self.attrs.len() > MAX_RESOURCE_ATTRS {
+            return Err(format!(
+                "{} attributes exceed the limit of {MAX_RESOURCE_ATTRS} per resource version",
+                self.attrs.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `attrs` as `[[kind, id], …]`, in kind order; a kind given twice is refused.
+mod attr_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{DictionaryId, TagKind};
+
+    pub(super) fn serialize<S: Serializer>(
+        attrs: &BTreeMap<TagKind, DictionaryId>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(attrs)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<TagKind, DictionaryId>, D::Error> {
+        let pairs = Vec::<(TagKind, DictionaryId)>::deserialize(deserializer)?;
+        let mut attrs = BTreeMap::new();
+        for (kind, id) in pairs {
+            if attrs.insert(kind, id).is_some() {
+                return Err(D::Error::custom(format!(
+                    "attribute kind {kind} given twice"
+                )));
+            }
+        }
+        Ok(attrs)
+    }
+}
+
 /// A command in the Raft log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -150,6 +227,11 @@ pub enum DictionaryCommand {
     /// order. Strings that already have an id keep it; the empty string is always
     /// [`EMPTY_ID`]. Applying is deterministic, so every replica computes the same ids.
     Intern { kind: TagKind, strings: Vec<String> },
+    /// Record that a resource has `attrs` from `valid_from_us` on. A no-op when the version
+    /// in force at that time already has exactly these attrs; a version at the same
+    /// (kind, id, valid_from_us) is replaced. Rejected (identically on every replica) when
+    /// [`ResourceVersion`]'s limits are exceeded or an id is not in the dictionary.
+    Resource(ResourceVersion),
 }
 
 /// What applying one log entry produced.
@@ -161,8 +243,29 @@ pub enum DictionaryResponse {
     Empty,
     /// The id of each string of an `Intern`, in request order.
     Ids { ids: Vec<DictionaryId> },
+    /// Whether a `Resource` entry changed the resource's versions (`false`: the version
+    /// in force already had these attrs).
+    Resource { changed: bool },
     /// The entry was applied without effect; every replica rejects it the same way.
     Rejected { reason: String },
+}
+
+impl DictionaryResponse {
+    /// The ids of an `Intern` reply; any other reply back as the error.
+    pub(crate) fn into_ids(self) -> Result<Vec<DictionaryId>, Self> {
+        match self {
+            Self::Ids { ids } => Ok(ids),
+            other => Err(other),
+        }
+    }
+
+    /// Whether a `Resource` reply changed anything; any other reply back as the error.
+    pub(crate) fn into_changed(self) -> Result<bool, Self> {
+        match self {
+            Self::Resource { changed } => Ok(changed),
+            other => Err(other),
+        }
+    }
 }
 
 openraft::declare_raft_types!(
@@ -208,5 +311,46 @@ mod tests {
             serde_json::from_str::<DictionaryCommand>(&text).unwrap(),
             cmd
         );
+
+        let cmd = DictionaryCommand::Resource(ResourceVersion {
+            kind: TagKind::POD,
+            id: 7,
+            valid_from_us: -5,
+            attrs: BTreeMap::from([(TagKind::SERVICE, 3), (TagKind::NODE, 1)]),
+        });
+        let text = serde_json::to_string(&cmd).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"resource","kind":5,"id":7,"valid_from_us":-5,"attrs":[[1,1],[4,3]]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<DictionaryCommand>(&text).unwrap(),
+            cmd
+        );
+        let twice = r#"{"op":"resource","kind":5,"id":7,"valid_from_us":0,"attrs":[[1,1],[1,2]]}"#;
+        let error = serde_json::from_str::<DictionaryCommand>(twice).unwrap_err();
+        assert!(error.to_string().contains("given twice"), "{error}");
+    }
+
+    #[test]
+    fn resource_version_limits() {
+        let mut version = ResourceVersion {
+            kind: TagKind::POD,
+            id: 1,
+            valid_from_us: 0,
+            attrs: (0..MAX_RESOURCE_ATTRS as u16)
+                .map(|k| (TagKind::custom(k), 1))
+                .collect(),
+        };
+        assert_eq!(version.check(), Ok(()));
+        version.attrs.insert(TagKind::NODE, 1);
+        let reason = version.check().unwrap_err();
+        assert!(
+            reason.contains("65 attributes exceed the limit of 64"),
+            "{reason}"
+        );
+        version.attrs.clear();
+        version.id = EMPTY_ID;
+        assert!(version.check().unwrap_err().contains("empty string"));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Rng, TOKEN, eventually, init_tracing, serial};
+use common::{Cluster, Rng, TOKEN, eventually, init_tracing, same_on_every_node, serial};
 use flowmesh_consensus::{
     ConsensusError, DictionaryClient, DictionaryId, DictionaryNode, NodeId, NodeRole, TOKEN_HEADER,
     TagKind,
@@ -67,21 +67,7 @@ fn checked_mapping(node: &DictionaryNode) -> Mapping {
 }
 
 fn assert_same_mapping_everywhere(cluster: &Cluster) -> Mapping {
-    let mut reference: Option<(NodeId, Mapping)> = None;
-    for node in cluster.nodes.values() {
-        let mapping = checked_mapping(node);
-        match &reference {
-            None => reference = Some((node.node_id(), mapping)),
-            Some((first, expected)) => assert!(
-                *expected == mapping,
-                "node {} and node {first} hold different dictionaries ({} vs {} entries)",
-                node.node_id(),
-                mapping.len(),
-                expected.len()
-            ),
-        }
-    }
-    reference.map(|(_, m)| m).unwrap_or_default()
+    same_on_every_node(cluster, "dictionaries", checked_mapping)
 }
 
 #[derive(Default)]

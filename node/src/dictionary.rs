@@ -198,6 +198,29 @@ impl TagDictionary for QueryDictionary {
     fn decode(&self, kind: &str, id: u32) -> Option<Arc<str>> {
         self.0.decode(TagKind::from_name(kind)?, id).map(Arc::from)
     }
+    fn attribute_versions(&self, resource_kind: &str, id: u32, attribute: &str) -> Vec<(i64, u32)> {
+        let (Some(kind), Some(attribute)) = (
+            TagKind::from_name(resource_kind),
+            TagKind::from_name(attribute),
+        ) else {
+            return Vec::new();
+        };
+        match self.0.resource_history(kind, id) {
+            Ok(versions) => versions
+                .into_iter()
+                .map(|v| {
+                    (
+                        v.valid_from_us,
+                        v.attrs.get(&attribute).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, %kind, id, "resource history read failed");
+                Vec::new()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +272,27 @@ mod tests {
         assert_eq!(q.lookup("service", "cart"), Some(ids.value(0)));
         assert_eq!(q.decode("service", ids.value(1)).as_deref(), Some("user"));
         assert_eq!(q.lookup("service", "never-seen"), None);
+        // resources: a pod's service as registered through Raft, versioned by time
+        let client = dictionary.client();
+        let pod = client.intern(TagKind::POD, &["pod-a"]).await.unwrap()[0];
+        let services = client
+            .intern(TagKind::SERVICE, &["cart", "checkout"])
+            .await
+            .unwrap();
+        for (from, service) in [(100, services[0]), (200, services[1])] {
+            let version = flowmesh_consensus::ResourceVersion {
+                kind: TagKind::POD,
+                id: pod,
+                valid_from_us: from,
+                attrs: [(TagKind::SERVICE, service)].into_iter().collect(),
+            };
+            assert!(client.register_resource(version).await.unwrap());
+        }
+        assert_eq!(
+            q.attribute_versions("pod", pod, "service"),
+            vec![(100, services[0]), (200, services[1])]
+        );
+        assert!(q.attribute_versions("pod", pod + 1, "service").is_empty());
         // non-tag columns are untouched; a batch of another shape is refused
         let ip = schema.index_of("ip_0").unwrap();
         assert_eq!(stored.column(ip).data_type(), batch.column(ip).data_type());

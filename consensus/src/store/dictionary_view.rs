@@ -1,11 +1,12 @@
-//! Read-only access to the local replica of the dictionary.
+//! Read-only access to the local replica of the dictionary and its resource tables.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::StoreInner;
 use super::keys;
 use crate::error::{ConsensusError, Result};
-use crate::types::{DictionaryId, EMPTY_ID, TagKind};
+use crate::types::{DictionaryId, EMPTY_ID, ResourceVersion, TagKind};
 
 /// Reads the applied dictionary straight from the local sled tree: no Raft, no network.
 /// What it returns is committed and never changes meaning; it may lag the leader.
@@ -108,4 +109,75 @@ impl DictionaryView {
         }
         Ok(out)
     }
+
+    /// The attrs of resource (kind, id) in force at `time_us`: the version with the
+    /// greatest `valid_from_us` ≤ `time_us`, or the first version for earlier times.
+    /// `None` if the replica has no version of the resource. One range read.
+    pub fn resource_at(
+        &self,
+        kind: TagKind,
+        id: DictionaryId,
+        time_us: i64,
+    ) -> Result<Option<BTreeMap<TagKind, DictionaryId>>> {
+        let tree = &self.inner.dictionary;
+        let prefix = keys::resource_prefix(kind, id);
+        let at = keys::resource(kind, id, time_us);
+        let read_err = |e| ConsensusError::store("read resource version", e);
+        let found = match tree.range(&prefix[..]..=&at[..]).next_back() {
+            Some(item) => Some(item.map_err(read_err)?),
+            None => tree
+                .scan_prefix(prefix)
+                .next()
+                .transpose()
+                .map_err(read_err)?,
+        };
+        found
+            .map(|(key, value)| decode_resource(&key, &value).map(|version| version.attrs))
+            .transpose()
+    }
+
+    /// Every version of resource (kind, id), in time order. One prefix scan.
+    pub fn resource_history(
+        &self,
+        kind: TagKind,
+        id: DictionaryId,
+    ) -> Result<Vec<ResourceVersion>> {
+        scan_resources(&self.inner.dictionary, &keys::resource_prefix(kind, id))
+    }
+
+    /// Every version of every resource of `kind`, ordered by (id, valid_from_us). It reads
+    /// all of the kind's versions.
+    pub fn resource_versions(&self, kind: TagKind) -> Result<Vec<ResourceVersion>> {
+        scan_resources(&self.inner.dictionary, &keys::resource_kind_prefix(kind))
+    }
+}
+
+/// Every resource version whose key starts with `prefix` (see `keys.rs`), in key order.
+pub(crate) fn scan_resources(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<ResourceVersion>> {
+    tree.scan_prefix(prefix)
+        .map(|item| {
+            let (key, value) =
+                item.map_err(|e| ConsensusError::store("scan resource versions", e))?;
+            decode_resource(&key, &value)
+        })
+        .collect()
+}
+
+/// The resource version stored as `key` → `value`.
+pub(crate) fn decode_resource(key: &[u8], value: &[u8]) -> Result<ResourceVersion> {
+    let corrupt = |reason: &str| ConsensusError::Corrupt {
+        key: format!("resource/{key:?}"),
+        reason: reason.to_string(),
+    };
+    let (kind, id, valid_from_us) =
+        keys::parse_resource(key).ok_or_else(|| corrupt("malformed resource key"))?;
+    let attrs = keys::decode_attrs(value).ok_or_else(|| {
+        corrupt("attrs are not 6-byte (kind, id) records in increasing kind order")
+    })?;
+    Ok(ResourceVersion {
+        kind,
+        id,
+        valid_from_us,
+        attrs,
+    })
 }

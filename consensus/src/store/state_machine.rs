@@ -2,8 +2,9 @@
 //!
 //! Applying `Intern { kind, strings }` gives each string without an id the next free id of
 //! its kind, in log order; ids of a kind are therefore dense (`1..next`) and identical on
-//! every replica. Nothing config-dependent is checked here (limits live in the client), so
-//! every replica applies every entry the same way.
+//! every replica. Nothing config-dependent is checked here (configured limits live in the
+//! client; the only limits here are constants), so every replica applies every entry the
+//! same way.
 //!
 //! One apply call is one atomic sled batch, which carries the new entries together with the
 //! last applied log id: after a crash the dictionary and `applied` agree, and openraft
@@ -11,15 +12,30 @@
 //! fsynced on its own: the next log flush (same database) makes it durable, and building a
 //! snapshot flushes it before openraft may purge the log entries behind that snapshot.
 //!
-//! A snapshot is the whole dictionary: per kind, its strings in id order. Because the
-//! dictionary only grows and ids are dense, a builder only needs the per-kind `next` ids at
-//! the moment it is created; it scans `1..next` later without blocking `apply`.
+//! Applying `Resource(version)` records a resource's attrs from `valid_from_us` on (the
+//! resource tables). Every replica decides the same way, from the entry and the replicated
+//! state alone: refused if the version breaks [`ResourceVersion`]'s fixed limits or names an
+//! id the dictionary does not hold (ids are dense, so "held" is `id < next`); a no-op when
+//! the version in force at `valid_from_us` (the latest at or before it, else the first)
+//! already has these attrs; otherwise stored, replacing a version at the same time. A
+//! resource's versions are kept canonical — no two consecutive versions with the same
+//! attrs — so a stored version that became redundant (the next one, or the replaced one
+//! when it now repeats its predecessor) is removed. This changes no answer of "the attrs in
+//! force at t", and keeps a resource's history as long as its real changes.
+//!
+//! A snapshot is the whole dictionary: per kind, its strings in id order, and every resource
+//! version. Because the dictionary only grows and ids are dense, a builder only needs the
+//! per-kind `next` ids at the moment it is created; it scans `1..next` later without
+//! blocking `apply`. Resource versions change in place, so the builder copies them when it is
+//! created, while `apply` waits: one prefix scan of small records.
 
 // `StorageError` is openraft's type, fixed by the storage traits; boxing it is not an option.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Cursor, Read, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +47,12 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::dictionary_view::scan_resources;
 use super::{StoreInner, keys};
 use crate::error::{ConsensusError, Result};
 use crate::types::{
-    DictionaryCommand, DictionaryId, DictionaryResponse, EMPTY_ID, NodeId, TagKind, TypeConfig,
+    DictionaryCommand, DictionaryId, DictionaryResponse, EMPTY_ID, NodeId, ResourceVersion,
+    TagKind, TypeConfig,
 };
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -66,13 +84,19 @@ pub struct SnapshotBuilder {
     inner: Arc<StoreInner>,
     state: AppliedState,
     snapshots: Arc<SnapshotFile>,
+    /// Every resource version when the builder was made (or why reading them failed).
+    resources: std::result::Result<Arc<Vec<ResourceVersion>>, String>,
 }
 
-/// The snapshot payload: every kind's strings in id order (`strings[i]` has id `i + 1`).
+/// The snapshot payload: every kind's strings in id order (`strings[i]` has id `i + 1`),
+/// and every resource version in key order.
 #[derive(Debug, Serialize, Deserialize)]
-struct SnapshotPayload {
+struct SnapshotPayload<'a> {
     format: u32,
     kinds: Vec<KindStrings>,
+    /// Absent from snapshots written before resource tables existed.
+    #[serde(default)]
+    resources: Cow<'a, [ResourceVersion]>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +165,8 @@ fn apply_blocking(
     let mut batch = sled::Batch::default();
     // Ids assigned by earlier entries of this call, not yet in sled.
     let mut assigned: HashMap<(TagKind, String), DictionaryId> = HashMap::new();
+    // Resources changed by earlier entries of this call, not yet in sled.
+    let mut resources = TouchedResources::default();
     let mut touched_kinds = HashSet::new();
     let mut replies = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -157,6 +183,9 @@ fn apply_blocking(
                 touched_kinds.insert(kind);
                 reply
             }
+            EntryPayload::Normal(DictionaryCommand::Resource(version)) => {
+                apply_resource(inner, &state, &mut resources, version)?
+            }
         };
         replies.push(reply);
     }
@@ -164,6 +193,7 @@ fn apply_blocking(
         let next = state.next_ids.get(&kind).copied().unwrap_or(1);
         batch.insert(&keys::next(kind), &next.to_be_bytes());
     }
+    resources.write_to(&mut batch);
     batch.insert(
         keys::APPLIED,
         serde_json::to_vec(&state.applied).map_err(sm_write_err)?,
@@ -240,8 +270,140 @@ fn intern(
     Ok(DictionaryResponse::Ids { ids: out })
 }
 
-/// Reads the dictionary as of `state` and encodes it as a snapshot payload.
-fn build_payload(inner: &StoreInner, state: &AppliedState) -> Result<Vec<u8>> {
+/// The versions of the resources that one apply call touches: each read from sled at its
+/// first touch, changed in memory by this call's entries, written to the batch at the end.
+#[derive(Default)]
+struct TouchedResources {
+    histories: HashMap<(TagKind, DictionaryId), ResourceHistory>,
+}
+
+/// One resource's versions by `valid_from_us`, and which of them changed.
+#[derive(Default)]
+struct ResourceHistory {
+    versions: BTreeMap<i64, BTreeMap<TagKind, DictionaryId>>,
+    changed: BTreeSet<i64>,
+}
+
+impl TouchedResources {
+    fn history(
+        &mut self,
+        inner: &StoreInner,
+        kind: TagKind,
+        id: DictionaryId,
+    ) -> StoreResult<&mut ResourceHistory> {
+        match self.histories.entry((kind, id)) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let stored = scan_resources(&inner.dictionary, &keys::resource_prefix(kind, id))
+                    .map_err(sm_read_err)?;
+                let versions = stored
+                    .into_iter()
+                    .map(|version| (version.valid_from_us, version.attrs))
+                    .collect();
+                Ok(entry.insert(ResourceHistory {
+                    versions,
+                    changed: BTreeSet::new(),
+                }))
+            }
+        }
+    }
+
+    fn write_to(self, batch: &mut sled::Batch) {
+        for ((kind, id), history) in self.histories {
+            for time in history.changed {
+                let key = keys::resource(kind, id, time);
+                match history.versions.get(&time) {
+                    Some(attrs) => batch.insert(&key, keys::encode_attrs(attrs)),
+                    None => batch.remove(&key),
+                }
+            }
+        }
+    }
+}
+
+impl ResourceHistory {
+    /// Records `attrs` from `time` on; returns whether anything changed. Keeps the history
+    /// canonical (see the module docs).
+    fn set(&mut self, time: i64, attrs: BTreeMap<TagKind, DictionaryId>) -> bool {
+        let in_force = self
+            .versions
+            .range(..=time)
+            .next_back()
+            .or_else(|| self.versions.first_key_value())
+            .map(|(_, attrs)| attrs);
+        if in_force == Some(&attrs) {
+            return false;
+        }
+        let repeats_previous = self
+            .versions
+            .range(..time)
+            .next_back()
+            .is_some_and(|(_, previous)| *previous == attrs);
+        if repeats_previous {
+            // Only reached when a version at `time` differs: dropping it lets the previous
+            // one, with these attrs, run on.
+            self.versions.remove(&time);
+        } else {
+            self.versions.insert(time, attrs.clone());
+        }
+        self.changed.insert(time);
+        let following = self
+            .versions
+            .range((Bound::Excluded(time), Bound::Unbounded))
+            .next()
+            .filter(|(_, next)| **next == attrs)
+            .map(|(next_time, _)| *next_time);
+        if let Some(next_time) = following {
+            self.versions.remove(&next_time);
+            self.changed.insert(next_time);
+        }
+        true
+    }
+}
+
+/// Applies one `Resource` entry; the refusals depend only on the entry and the replicated
+/// state, so every replica answers alike.
+fn apply_resource(
+    inner: &StoreInner,
+    state: &AppliedState,
+    resources: &mut TouchedResources,
+    version: ResourceVersion,
+) -> StoreResult<DictionaryResponse> {
+    if let Err(reason) = version.check() {
+        return Ok(DictionaryResponse::Rejected { reason });
+    }
+    // Ids are dense from 1, so `next` tells which exist; this call's interns count too.
+    let held = |kind: TagKind, id: DictionaryId| {
+        id == EMPTY_ID || u64::from(id) < state.next_ids.get(&kind).copied().unwrap_or(1)
+    };
+    if !held(version.kind, version.id) {
+        return Ok(DictionaryResponse::Rejected {
+            reason: format!(
+                "resource {}/{} is not in the dictionary",
+                version.kind, version.id
+            ),
+        });
+    }
+    if let Some((kind, id)) = version.attrs.iter().find(|(kind, id)| !held(**kind, **id)) {
+        return Ok(DictionaryResponse::Rejected {
+            reason: format!(
+                "attribute {kind}/{id} of resource {}/{} is not in the dictionary",
+                version.kind, version.id
+            ),
+        });
+    }
+    let history = resources.history(inner, version.kind, version.id)?;
+    let changed = history.set(version.valid_from_us, version.attrs);
+    Ok(DictionaryResponse::Resource { changed })
+}
+
+/// Reads the dictionary as of `state` and encodes it, with `resources`, as a snapshot
+/// payload.
+fn build_payload(
+    inner: &StoreInner,
+    state: &AppliedState,
+    resources: &[ResourceVersion],
+) -> Result<Vec<u8>> {
     let mut kinds = Vec::with_capacity(state.next_ids.len());
     for (&kind, &next) in &state.next_ids {
         if next <= 1 {
@@ -282,6 +444,7 @@ fn build_payload(inner: &StoreInner, state: &AppliedState) -> Result<Vec<u8>> {
     serde_json::to_vec(&SnapshotPayload {
         format: SNAPSHOT_FORMAT,
         kinds,
+        resources: Cow::Borrowed(resources),
     })
     .map_err(|e| ConsensusError::Corrupt {
         key: "snapshot".into(),
@@ -326,6 +489,12 @@ fn install_blocking(inner: &StoreInner, meta: &Meta, data: &[u8]) -> StoreResult
         batch.insert(&keys::next(kind), &next.to_be_bytes());
         state.next_ids.insert(kind, next);
     }
+    for version in payload.resources.iter() {
+        batch.insert(
+            &keys::resource(version.kind, version.id, version.valid_from_us),
+            keys::encode_attrs(&version.attrs),
+        );
+    }
     batch.insert(
         keys::APPLIED,
         serde_json::to_vec(&state.applied).map_err(sm_write_err)?,
@@ -368,8 +537,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let state = self.state.clone();
         let snapshots = Arc::clone(&self.snapshots);
         let saved_meta = meta.clone();
+        let resources = match &self.resources {
+            Ok(resources) => Arc::clone(resources),
+            Err(e) => return Err(snapshot_err(None, e)),
+        };
         let data = blocking(move || {
-            let data = build_payload(&inner, &state).map_err(|e| snapshot_err(None, e))?;
+            let data =
+                build_payload(&inner, &state, &resources).map_err(|e| snapshot_err(None, e))?;
             // Openraft purges the log behind a snapshot; what the snapshot covers must be
             // durable in the state machine by then, since `apply` does not flush.
             inner.db.flush().map_err(|e| snapshot_err(None, e))?;
@@ -413,10 +587,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Read now, while no apply runs: resource versions change in place.
+        let inner = Arc::clone(&self.inner);
+        let resources = tokio::task::spawn_blocking(move || {
+            scan_resources(&inner.dictionary, &[keys::RESOURCE])
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("resource scan task failed: {e}")));
         SnapshotBuilder {
             inner: Arc::clone(&self.inner),
             state: self.state.clone(),
             snapshots: Arc::clone(&self.snapshots),
+            resources,
         }
     }
 
@@ -548,16 +732,292 @@ mod tests {
     use openraft::{CommittedLeaderId, Membership};
 
     use super::*;
-    use crate::store::open_store;
+    use crate::store::{DictionaryView, open_store};
 
-    fn entry(index: u64, kind: TagKind, strings: &[&str]) -> Entry {
+    fn normal(index: u64, command: DictionaryCommand) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(DictionaryCommand::Intern {
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    fn entry(index: u64, kind: TagKind, strings: &[&str]) -> Entry {
+        normal(
+            index,
+            DictionaryCommand::Intern {
                 kind,
                 strings: strings.iter().map(|s| s.to_string()).collect(),
-            }),
+            },
+        )
+    }
+
+    type Attrs = BTreeMap<TagKind, DictionaryId>;
+
+    fn version(id: DictionaryId, valid_from_us: i64, attrs: &Attrs) -> ResourceVersion {
+        ResourceVersion {
+            kind: TagKind::POD,
+            id,
+            valid_from_us,
+            attrs: attrs.clone(),
         }
+    }
+
+    fn resource(index: u64, id: DictionaryId, valid_from_us: i64, attrs: &Attrs) -> Entry {
+        normal(
+            index,
+            DictionaryCommand::Resource(version(id, valid_from_us, attrs)),
+        )
+    }
+
+    const CHANGED: DictionaryResponse = DictionaryResponse::Resource { changed: true };
+    const UNCHANGED: DictionaryResponse = DictionaryResponse::Resource { changed: false };
+
+    /// A fresh store holding pods 1 and 2, services 1 ("cart") and 2 ("shop") and node 1.
+    struct PodStore {
+        dir: tempfile::TempDir,
+        _log: crate::store::LogStore,
+        sm: StateMachine,
+        view: DictionaryView,
+    }
+
+    /// A [`PodStore`] and three attribute sets over it: {service cart, node 1},
+    /// {service shop, node 1} and {service shop}.
+    async fn pod_store() -> (PodStore, [Attrs; 3]) {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm, view) = open_store(dir.path()).unwrap();
+        sm.apply([
+            entry(1, TagKind::POD, &["p1", "p2"]),
+            entry(2, TagKind::SERVICE, &["cart", "shop"]),
+            entry(3, TagKind::NODE, &["n1"]),
+        ])
+        .await
+        .unwrap();
+        let attrs = [
+            BTreeMap::from([(TagKind::SERVICE, 1), (TagKind::NODE, 1)]),
+            BTreeMap::from([(TagKind::SERVICE, 2), (TagKind::NODE, 1)]),
+            BTreeMap::from([(TagKind::SERVICE, 2)]),
+        ];
+        let store = PodStore {
+            dir,
+            _log,
+            sm,
+            view,
+        };
+        (store, attrs)
+    }
+
+    /// Applies the entries of `steps` as one call and checks each reply.
+    async fn apply_expecting(sm: &mut StateMachine, steps: Vec<(Entry, DictionaryResponse)>) {
+        let (entries, expected): (Vec<Entry>, Vec<DictionaryResponse>) = steps.into_iter().unzip();
+        assert_eq!(sm.apply(entries).await.unwrap(), expected);
+    }
+
+    fn history(view: &DictionaryView, id: DictionaryId) -> Vec<(i64, Attrs)> {
+        view.resource_versions(TagKind::POD)
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.id == id)
+            .map(|v| (v.valid_from_us, v.attrs))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn resource_versions_apply_with_no_ops_and_replacement() {
+        let (mut store, [a, b, c]) = pod_store().await;
+        assert_eq!(store.view.resource_at(TagKind::POD, 1, 0).unwrap(), None);
+
+        // Each stage: entries applied in one call with their replies, then pod 1's
+        // versions, then what is in force at some times.
+        type Stage = (
+            Vec<(Entry, DictionaryResponse)>,
+            Vec<(i64, Attrs)>,
+            Vec<(i64, Attrs)>,
+        );
+        let stages: Vec<Stage> = vec![
+            (
+                vec![
+                    (resource(4, 1, 100, &a), CHANGED),
+                    // The version in force at 200 is the one from 100: nothing to record.
+                    (resource(5, 1, 200, &a), UNCHANGED),
+                    // Before the first version, the first is in force.
+                    (resource(6, 1, 50, &a), UNCHANGED),
+                    (resource(7, 1, 300, &b), CHANGED),
+                ],
+                vec![(100, a.clone()), (300, b.clone())],
+                vec![
+                    (i64::MIN, a.clone()),
+                    (50, a.clone()),
+                    (100, a.clone()),
+                    (299, a.clone()),
+                    (300, b.clone()),
+                    (i64::MAX, b.clone()),
+                ],
+            ),
+            (
+                vec![
+                    // Same time, new attrs: replaced.
+                    (resource(8, 1, 300, &c), CHANGED),
+                    // Between versions: stored, and the version at 300 now repeats it.
+                    (resource(9, 1, 200, &c), CHANGED),
+                    // Earlier than the first, different attrs: a new first version.
+                    (resource(10, 1, 10, &b), CHANGED),
+                ],
+                vec![(10, b.clone()), (100, a.clone()), (200, c.clone())],
+                vec![(5, b.clone()), (150, a.clone()), (300, c.clone())],
+            ),
+            (
+                // Replacing a version with its predecessor's attrs removes it.
+                vec![(resource(11, 1, 200, &a), CHANGED)],
+                vec![(10, b.clone()), (100, a.clone())],
+                vec![(300, a.clone())],
+            ),
+        ];
+        for (index, (steps, versions, in_force)) in stages.into_iter().enumerate() {
+            apply_expecting(&mut store.sm, steps).await;
+            assert_eq!(history(&store.view, 1), versions, "stage {index}");
+            for (time, attrs) in in_force {
+                assert_eq!(
+                    store.view.resource_at(TagKind::POD, 1, time).unwrap(),
+                    Some(attrs),
+                    "stage {index}, at {time}"
+                );
+            }
+        }
+        assert_eq!(store.view.resource_at(TagKind::POD, 2, 300).unwrap(), None);
+        assert_eq!(store.view.resource_at(TagKind::NODE, 1, 300).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn resource_versions_refused_alike_everywhere() {
+        let (mut store, [a, _, _]) = pod_store().await;
+        let unknown_service = BTreeMap::from([(TagKind::SERVICE, 3)]);
+        let too_many: Attrs = (0..=crate::MAX_RESOURCE_ATTRS as u16)
+            .map(|k| (TagKind::custom(k), EMPTY_ID))
+            .collect();
+        let replies = store
+            .sm
+            .apply([
+                resource(4, 3, 0, &a),
+                resource(5, EMPTY_ID, 0, &a),
+                resource(6, 1, 0, &unknown_service),
+                resource(7, 1, 0, &too_many),
+                // The empty string (id 0) is a valid attribute value.
+                resource(8, 1, 0, &BTreeMap::from([(TagKind::SERVICE, EMPTY_ID)])),
+            ])
+            .await
+            .unwrap();
+        let reasons: Vec<String> = replies[..4]
+            .iter()
+            .map(|reply| match reply {
+                DictionaryResponse::Rejected { reason } => reason.clone(),
+                other => panic!("expected a rejection, got {other:?}"),
+            })
+            .collect();
+        assert!(
+            reasons[0].contains("resource pod/3 is not in the dictionary"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("empty string"), "{reasons:?}");
+        assert!(reasons[2].contains("attribute service/3"), "{reasons:?}");
+        assert!(reasons[3].contains("65 attributes exceed"), "{reasons:?}");
+        assert_eq!(replies[4], CHANGED);
+        assert_eq!(history(&store.view, 1).len(), 1);
+        assert_eq!(history(&store.view, 3), vec![]);
+    }
+
+    #[tokio::test]
+    async fn one_apply_call_sees_its_own_interns_and_versions() {
+        let (mut store, [a, b, _]) = pod_store().await;
+        apply_expecting(
+            &mut store.sm,
+            vec![
+                (
+                    entry(4, TagKind::POD, &["p3"]),
+                    DictionaryResponse::Ids { ids: vec![3] },
+                ),
+                // Pod 3 exists only in this call's batch, and so does its first version.
+                (resource(5, 3, 0, &a), CHANGED),
+                (resource(6, 3, 0, &b), CHANGED),
+                (resource(7, 3, 5, &b), UNCHANGED),
+                (resource(8, 2, -7, &a), CHANGED),
+            ],
+        )
+        .await;
+        let all = store.view.resource_versions(TagKind::POD).unwrap();
+        assert_eq!(all, vec![version(2, -7, &a), version(3, 0, &b)]);
+        let PodStore {
+            dir,
+            _log,
+            sm,
+            view,
+        } = store;
+        drop((_log, sm, view));
+        let (_log, _sm, view) = open_store(dir.path()).unwrap();
+        assert_eq!(view.resource_versions(TagKind::POD).unwrap(), all);
+    }
+
+    #[tokio::test]
+    async fn snapshot_carries_resources_as_of_its_builder() {
+        let (mut store, [a, b, c]) = pod_store().await;
+        store
+            .sm
+            .apply([
+                resource(4, 1, 100, &a),
+                resource(5, 1, 200, &b),
+                resource(6, 2, 0, &c),
+            ])
+            .await
+            .unwrap();
+        let at_builder = store.view.resource_versions(TagKind::POD).unwrap();
+        let mut builder = store.sm.get_snapshot_builder().await;
+        // Changed in place after the builder was made: the snapshot must not see it.
+        let later = || [resource(7, 1, 200, &c), resource(8, 2, 50, &a)];
+        store.sm.apply(later()).await.unwrap();
+        let source = store.view.resource_versions(TagKind::POD).unwrap();
+        assert_eq!(
+            source,
+            vec![
+                version(1, 100, &a),
+                version(1, 200, &c),
+                version(2, 0, &c),
+                version(2, 50, &a)
+            ]
+        );
+        let snapshot = builder.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(6));
+
+        let other = tempfile::tempdir().unwrap();
+        let (_log2, mut sm2, view2) = open_store(other.path()).unwrap();
+        sm2.install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(view2.resource_versions(TagKind::POD).unwrap(), at_builder);
+        assert_eq!(view2.resource_at(TagKind::POD, 1, 250).unwrap(), Some(b));
+        assert_eq!(view2.lookup(TagKind::SERVICE, "shop").unwrap(), Some(2));
+        // Applying the entries after the snapshot reaches the source's state.
+        sm2.apply(later()).await.unwrap();
+        assert_eq!(view2.resource_versions(TagKind::POD).unwrap(), source);
+    }
+
+    #[tokio::test]
+    async fn snapshot_without_resources_still_installs() {
+        let (mut store, [a, _, _]) = pod_store().await;
+        store.sm.apply([resource(4, 1, 0, &a)]).await.unwrap();
+        // A payload written before resource tables existed.
+        let data = br#"{"format":1,"kinds":[{"kind":5,"strings":["old-pod"]}]}"#.to_vec();
+        let meta = Meta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "old".into(),
+        };
+        store
+            .sm
+            .install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await
+            .unwrap();
+        assert_eq!(store.view.lookup(TagKind::POD, "old-pod").unwrap(), Some(1));
+        assert_eq!(store.view.resource_versions(TagKind::POD).unwrap(), vec![]);
+        assert_eq!(store.view.resource_at(TagKind::POD, 1, 0).unwrap(), None);
     }
 
     #[tokio::test]

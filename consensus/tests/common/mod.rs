@@ -201,3 +201,42 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Runs one multi-node test body after the others (see [`serial`]), with tracing, and
+/// fails it after `limit`.
+pub async fn run_cluster_test(limit: Duration, test: impl std::future::Future<Output = ()>) {
+    let _serial = serial().await;
+    init_tracing();
+    tokio::time::timeout(limit, test)
+        .await
+        .expect("test finished within its time bound");
+}
+
+/// `read` of every running node, asserted to be the same everywhere; returns it.
+pub fn same_on_every_node<T: PartialEq + std::fmt::Debug>(
+    cluster: &Cluster,
+    what: &str,
+    read: impl Fn(&DictionaryNode) -> T,
+) -> T {
+    // Whole dictionaries are long: the start of each side is enough to go on.
+    let head = |value: &T| {
+        let mut text = format!("{value:?}");
+        text.truncate(text.floor_char_boundary(2000));
+        text
+    };
+    let mut reference: Option<(NodeId, T)> = None;
+    for node in cluster.nodes.values() {
+        let value = read(node);
+        match &reference {
+            None => reference = Some((node.node_id(), value)),
+            Some((first, expected)) => assert!(
+                *expected == value,
+                "node {} and node {first} hold different {what}:\n{}\nvs\n{}",
+                node.node_id(),
+                head(&value),
+                head(expected)
+            ),
+        }
+    }
+    reference.map(|(_, value)| value).expect("a running node")
+}

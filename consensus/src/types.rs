@@ -64,8 +64,16 @@ impl TagKind {
     pub const VERSION: TagKind = TagKind(17);
     /// `request_type` column (method, command, op code).
     pub const REQUEST_TYPE: TagKind = TagKind(18);
+    /// A process instance (`node/pid/start ticks`): the resource rows name for each side.
+    pub const GPROCESS: TagKind = TagKind(19);
+    /// A process's command line.
+    pub const CMDLINE: TagKind = TagKind(20);
+    /// A process's executable path.
+    pub const EXE: TagKind = TagKind(21);
+    /// The container a process runs in (from its cgroup).
+    pub const CONTAINER_ID: TagKind = TagKind(22);
     /// Every well-known kind, in id order.
-    pub const WELL_KNOWN: [TagKind; 18] = [
+    pub const WELL_KNOWN: [TagKind; 22] = [
         Self::NODE,
         Self::CLUSTER,
         Self::PROCESS,
@@ -84,6 +92,10 @@ impl TagKind {
         Self::PROTOCOL,
         Self::VERSION,
         Self::REQUEST_TYPE,
+        Self::GPROCESS,
+        Self::CMDLINE,
+        Self::EXE,
+        Self::CONTAINER_ID,
     ];
     /// The first value free for [`TagKind::custom`].
     pub const FIRST_CUSTOM: u16 = 1024;
@@ -119,6 +131,10 @@ impl TagKind {
             Self::PROTOCOL => "protocol",
             Self::VERSION => "version",
             Self::REQUEST_TYPE => "request_type",
+            Self::GPROCESS => "gprocess",
+            Self::CMDLINE => "cmdline",
+            Self::EXE => "exe",
+            Self::CONTAINER_ID => "container_id",
             _ => return None,
         })
     }

@@ -11,10 +11,13 @@ use datafusion::arrow::{
     record_batch::RecordBatch,
 };
 use flowmesh_consensus::{
-    ConsensusConfig, ConsensusError, DictionaryClient, DictionaryNode, NodeRole, TagKind,
+    ConsensusConfig, ConsensusError, DictionaryClient, DictionaryNode, NodeRole, ResourceVersion,
+    TagKind,
 };
 use flowmesh_query_planner::tags::{TagDictionary, tag_kind};
 use flowmesh_storage::TableDef;
+
+use crate::tables;
 
 /// Why a batch could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +164,49 @@ impl TagEncoder {
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     }
 
+    /// Registers the process resources of a [`tables::process_batch`] (AutoTagging): their
+    /// attributes are interned, then one version per process is recorded in the
+    /// dictionary's resource tables (a no-op when that version is already in force).
+    pub async fn register_processes(&self, batch: &RecordBatch) -> Result<(), EncodeError> {
+        let strings = |i: usize| {
+            batch
+                .column(i)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| EncodeError::NotStrings {
+                    table: tables::PROCESS_RESOURCES.to_string(),
+                    column: batch.schema().field(i).name().clone(),
+                })
+        };
+        let keys = self.encode_column(TagKind::GPROCESS, strings(0)?).await?;
+        let valid_from = batch
+            .column(1)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+            .ok_or_else(|| EncodeError::NotStrings {
+                table: tables::PROCESS_RESOURCES.to_string(),
+                column: "valid_from_us".into(),
+            })?;
+        let mut attributes = Vec::with_capacity(tables::PROCESS_ATTRIBUTES.len());
+        for (offset, kind) in tables::PROCESS_ATTRIBUTES.iter().enumerate() {
+            attributes.push((
+                *kind,
+                self.encode_column(*kind, strings(2 + offset)?).await?,
+            ));
+        }
+        for row in 0..batch.num_rows() {
+            let version = ResourceVersion {
+                kind: TagKind::GPROCESS,
+                id: keys.value(row),
+                valid_from_us: valid_from.value(row),
+                attrs: attributes
+                    .iter()
+                    .map(|(kind, ids)| (*kind, ids.value(row)))
+                    .collect(),
+            };
+            self.client.register_resource(version).await?;
+        }
+        Ok(())
+    }
+
     async fn encode_column(
         &self,
         kind: TagKind,
@@ -226,7 +272,6 @@ impl TagDictionary for QueryDictionary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_round_trip_through_ids() {
@@ -246,32 +291,38 @@ mod tests {
             cluster: "c1".into(),
             node: "host-a".into(),
         };
-        let row = |service: &str, endpoint: &str| tables::L7Row {
+        let row = |process: &str, endpoint: &str| tables::L7Row {
             l7_protocol: "HTTP",
             response_status: "ok",
-            auto_service_1: service.into(),
+            gprocess_1: process.into(),
             endpoint: endpoint.into(),
             ..tables::L7Row::default()
         };
         let batch = tables::l7_flow_log_batch(
             &tags,
-            &[row("cart", "/a"), row("user", "/b"), row("cart", "/a")],
+            &[
+                row("host-a/7/1", "/a"),
+                row("host-a/8/1", "/b"),
+                row("host-a/7/1", "/a"),
+            ],
         )
         .unwrap();
         let stored = encoder.encode(tables::L7_FLOW_LOG, &batch).await.unwrap();
         let schema = stored.schema();
-        let service = schema.index_of("auto_service_1").unwrap();
-        assert_eq!(tag_kind(schema.field(service)), Some("service"));
+        let column = schema.index_of("endpoint").unwrap();
+        assert_eq!(tag_kind(schema.field(column)), Some("endpoint"));
         let ids = stored
-            .column(service)
+            .column(column)
             .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
         assert_eq!(ids.value(0), ids.value(2));
         assert_ne!(ids.value(0), ids.value(1));
+        let process = schema.index_of("gprocess_id_1").unwrap();
+        assert_eq!(tag_kind(schema.field(process)), Some("gprocess"));
         // the query side reads the same ids back
         let q = QueryDictionary(dictionary.client());
-        assert_eq!(q.lookup("service", "cart"), Some(ids.value(0)));
-        assert_eq!(q.decode("service", ids.value(1)).as_deref(), Some("user"));
-        assert_eq!(q.lookup("service", "never-seen"), None);
+        assert_eq!(q.lookup("endpoint", "/a"), Some(ids.value(0)));
+        assert_eq!(q.decode("endpoint", ids.value(1)).as_deref(), Some("/b"));
+        assert_eq!(q.lookup("endpoint", "never-seen"), None);
         // resources: a pod's service as registered through Raft, versioned by time
         let client = dictionary.client();
         let pod = client.intern(TagKind::POD, &["pod-a"]).await.unwrap()[0];

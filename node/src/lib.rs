@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use flowmesh_query_planner::{QueryConfig, QueryEngine};
+use flowmesh_query_planner::{QueryConfig, QueryEngine, tags::EncodedTable};
 use flowmesh_storage::{Shard, ShardTable};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -96,8 +96,12 @@ impl Node {
         let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
             .tables()
             .map(|def| {
-                let provider: Arc<dyn datafusion::catalog::TableProvider> =
+                let stored: Arc<dyn datafusion::catalog::TableProvider> =
                     Arc::new(ShardTable::new(Arc::clone(&shard), def.clone()));
+                // tags as strings, plus the tags derived from each side's process resource
+                let provider: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(
+                    EncodedTable::with_derived(stored, tables::derived_tags(&def.name)),
+                );
                 (def.name.clone(), provider)
             })
             .collect();
@@ -312,8 +316,14 @@ async fn encode_batches(
     'retry: loop {
         let mut out = Vec::with_capacity(batches.len());
         for (table, batch) in &batches {
-            match encoder.encode(table, batch).await {
-                Ok(encoded) => out.push((table.clone(), encoded)),
+            let encoded = if table == tables::PROCESS_RESOURCES {
+                encoder.register_processes(batch).await.map(|()| None)
+            } else {
+                encoder.encode(table, batch).await.map(Some)
+            };
+            match encoded {
+                Ok(Some(encoded)) => out.push((table.clone(), encoded)),
+                Ok(None) => {}
                 Err(e) if e.is_retryable() => {
                     metrics.encode_retries.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, "tag dictionary not ready; retrying");

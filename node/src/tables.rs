@@ -6,8 +6,8 @@ use std::{net::SocketAddr, sync::Arc};
 
 use datafusion::arrow::{
     array::{
-        ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMicrosecondArray, UInt16Array,
-        UInt32Array, UInt64Array,
+        ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        UInt16Array, UInt32Array, UInt64Array,
     },
     datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit},
     error::ArrowError,
@@ -15,10 +15,12 @@ use datafusion::arrow::{
 };
 use flowmesh_consensus::TagKind;
 use flowmesh_protocols::L7Record;
-use flowmesh_query_planner::tags::tag_field;
+use flowmesh_query_planner::tags::{DerivedTag, tag_field};
 use flowmesh_storage::TableDef;
 
 pub mod network;
+
+use crate::capture::procinfo::ProcessInfo;
 
 pub const L7_FLOW_LOG: &str = "flow_log.l7_flow_log";
 pub const APPLICATION: &str = "flow_metrics.application";
@@ -79,10 +81,15 @@ pub struct L7Row {
     pub is_tls: bool,
     pub process_id_0: Option<u32>,
     pub process_id_1: Option<u32>,
+    /// Shown (derived from the process resource), not stored: see [`derived_tags`].
     pub process_kname_0: Arc<str>,
     pub process_kname_1: Arc<str>,
     pub auto_service_0: Arc<str>,
     pub auto_service_1: Arc<str>,
+    /// The process instance on each side (`node/pid/start`), a resource key; empty when
+    /// the process is not on this host or already gone.
+    pub gprocess_0: Arc<str>,
+    pub gprocess_1: Arc<str>,
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
@@ -168,10 +175,8 @@ pub fn l7_flow_log_schema() -> SchemaRef {
         req("is_tls", DataType::Boolean),
         opt("process_id_0", DataType::UInt32),
         opt("process_id_1", DataType::UInt32),
-        s("process_kname_0"),
-        s("process_kname_1"),
-        s("auto_service_0"),
-        s("auto_service_1"),
+        s("gprocess_id_0"),
+        s("gprocess_id_1"),
         s("pod_0"),
         s("pod_1"),
         s("trace_id"),
@@ -239,10 +244,8 @@ pub fn l7_flow_log_batch(tags: &NodeTags, rows: &[L7Row]) -> Result<RecordBatch,
         Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.is_tls)))),
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.process_id_0))),
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.process_id_1))),
-        strs(rows, |r| &r.process_kname_0),
-        strs(rows, |r| &r.process_kname_1),
-        strs(rows, |r| &r.auto_service_0),
-        strs(rows, |r| &r.auto_service_1),
+        strs(rows, |r| &r.gprocess_0),
+        strs(rows, |r| &r.gprocess_1),
         repeat("", n),
         repeat("", n),
         strs(rows, |r| &r.trace_id),
@@ -262,6 +265,76 @@ pub fn l7_flow_log_batch(tags: &NodeTags, rows: &[L7Row]) -> Result<RecordBatch,
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.resp_tcp_seq))),
     ];
     RecordBatch::try_new(l7_flow_log_schema(), columns)
+}
+
+/// Not a stored table: process resources first seen by capture, which the storage writer
+/// registers in the dictionary's resource tables (one version per change).
+pub const PROCESS_RESOURCES: &str = "resource.gprocess";
+
+/// The attributes of a process resource, by dictionary kind, in [`process_batch`] column
+/// order after `gprocess` and `valid_from_us`.
+pub const PROCESS_ATTRIBUTES: [TagKind; 5] = [
+    TagKind::PROCESS,
+    TagKind::SERVICE,
+    TagKind::CMDLINE,
+    TagKind::EXE,
+    TagKind::CONTAINER_ID,
+];
+
+pub fn process_batch(processes: &[Arc<ProcessInfo>]) -> Result<RecordBatch, ArrowError> {
+    let col = |f: fn(&ProcessInfo) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            processes.iter().map(|p| f(p)),
+        ))
+    };
+    let schema = Arc::new(Schema::new(vec![
+        s("gprocess"),
+        req("valid_from_us", DataType::Int64),
+        s("process"),
+        s("service"),
+        s("cmdline"),
+        s("exe"),
+        s("container_id"),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            col(|p| &p.key),
+            Arc::new(Int64Array::from_iter_values(
+                processes.iter().map(|p| p.valid_from_us),
+            )),
+            col(|p| &p.name),
+            col(|p| &p.service),
+            col(|p| &p.cmdline),
+            col(|p| &p.exe),
+            col(|p| &p.container_id),
+        ],
+    )
+}
+
+/// Columns a table shows but does not store: attributes of the process resource on each
+/// side, as they were at the row's time (DESIGN.md §5, meta tags).
+pub fn derived_tags(table: &str) -> Vec<DerivedTag> {
+    if table != L7_FLOW_LOG {
+        return Vec::new();
+    }
+    let attrs = [
+        ("process_kname", TagKind::PROCESS),
+        ("auto_service", TagKind::SERVICE),
+        ("process_cmdline", TagKind::CMDLINE),
+        ("process_exe", TagKind::EXE),
+        ("container_id", TagKind::CONTAINER_ID),
+    ];
+    attrs
+        .iter()
+        .flat_map(|(name, kind)| {
+            ["0", "1"].map(|side| DerivedTag {
+                name: format!("{name}_{side}"),
+                kind: kind.to_string(),
+                resource_column: format!("gprocess_id_{side}"),
+            })
+        })
+        .collect()
 }
 
 /// RED counters of one aggregation key over one interval.
@@ -481,6 +554,7 @@ pub fn tag_kind_of(column: &str) -> Option<TagKind> {
         "process_kname" => TagKind::PROCESS,
         "auto_service" => TagKind::SERVICE,
         "pod" => TagKind::POD,
+        "gprocess_id" => TagKind::GPROCESS,
         _ => return None,
     })
 }
@@ -512,7 +586,7 @@ pub fn table_defs() -> Vec<TableDef> {
         def(
             L7_FLOW_LOG,
             l7_flow_log_schema(),
-            &["l7_protocol", "auto_service_1", "endpoint"],
+            &["l7_protocol", "gprocess_id_1", "endpoint"],
         ),
         def(
             APPLICATION,

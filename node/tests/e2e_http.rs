@@ -428,11 +428,39 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         .collect();
     assert!(plan.contains("observation_point = UInt32("), "{plan}");
     assert!(plan.contains("tag_decode"), "{plan}");
+    // process names are not stored per row: they follow from the process resource
+    assert!(plan.contains("tag_derive"), "{plan}");
     let names = node.sql(&format!(
         "SELECT DISTINCT process_kname_1 FROM flow_log.l7_flow_log \
          WHERE observation_point = 'server' AND server_port = {p_single}"
     ));
     assert_eq!(names, vec![vec![serde_json::json!("nginx")]]);
+    // AutoTagging: the worker's executable, command line and (no) container, and the
+    // resource key naming its pid
+    let worker = nginx.worker_pid();
+    let tagged = node.sql(&format!(
+        "SELECT DISTINCT process_exe_1, process_cmdline_1, container_id_1, gprocess_id_1 \
+         FROM flow_log.l7_flow_log \
+         WHERE observation_point = 'server' AND server_port = {p_single} \
+         AND process_id_1 = {worker}"
+    ));
+    assert_eq!(tagged.len(), 1, "{tagged:?}");
+    assert_eq!(tagged[0][0], "/usr/sbin/nginx", "{tagged:?}");
+    assert!(
+        tagged[0][1]
+            .as_str()
+            .unwrap()
+            .starts_with("nginx: worker process"),
+        "{tagged:?}"
+    );
+    assert_eq!(tagged[0][2], "", "{tagged:?}");
+    assert!(
+        tagged[0][3]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/{worker}/")),
+        "{tagged:?}"
+    );
     assert!(
         metrics["flowmesh_dictionary_proposed_strings_total"] > 0,
         "{metrics:?}"

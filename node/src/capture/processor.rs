@@ -13,10 +13,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use flowmesh_protocols::{Chunk, Conversation, ConversationConfig, Direction, L7Record, Role};
 use tracing::warn;
 
-use super::{CaptureStats, procinfo::ProcNames};
+use super::{
+    CaptureStats,
+    procinfo::{ProcessInfo, Processes},
+};
 use crate::{
     red::RedAggregator,
-    tables::{L7_FLOW_LOG, L7Row, NodeTags, l7_flow_log_batch},
+    tables::{L7_FLOW_LOG, L7Row, NodeTags, PROCESS_RESOURCES, l7_flow_log_batch, process_batch},
 };
 
 /// How long a closed socket's owner stays known, so that the peer's late rows still find it.
@@ -89,7 +92,7 @@ struct SocketState {
 
 struct Endpoint {
     tgid: u32,
-    process: Arc<str>,
+    process: Arc<ProcessInfo>,
     closed_at_ns: Option<u64>,
 }
 
@@ -100,7 +103,7 @@ pub struct CaptureProcessor {
     stats: Arc<CaptureStats>,
     sockets: HashMap<(u32, u64, bool), SocketState>,
     endpoints: HashMap<(SocketAddr, SocketAddr), Endpoint>,
-    procs: ProcNames,
+    procs: Processes,
     rows: Vec<L7Row>,
     red: RedAggregator,
     records: Vec<L7Record>,
@@ -120,13 +123,14 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 
 impl CaptureProcessor {
     pub fn new(config: ProcessorConfig, tags: NodeTags, stats: Arc<CaptureStats>) -> Self {
+        let node = Arc::clone(&tags.node);
         Self {
             config,
             tags,
             stats,
             sockets: HashMap::new(),
             endpoints: HashMap::new(),
-            procs: ProcNames::default(),
+            procs: Processes::new(node),
             rows: Vec::new(),
             red: RedAggregator::default(),
             records: Vec::new(),
@@ -292,6 +296,11 @@ impl CaptureProcessor {
             .endpoints
             .get(&(socket.remote, socket.local))
             .map(|e| (e.tgid, Arc::clone(&e.process)));
+        // the peer's current version (its endpoint entry may predate a rename)
+        let peer = peer.map(|(pid, p)| {
+            let fallback = Arc::clone(&p.name);
+            (pid, self.procs.get(pid, &fallback, r.request_start_ns))
+        });
         let mine_is_client = r.role == Role::Client;
         let (client, server) = if mine_is_client {
             (socket.local, socket.remote)
@@ -303,18 +312,22 @@ impl CaptureProcessor {
         row.observation_point = r.role.observation_point();
         row.is_tls = socket.is_tls;
         let mine = (Some(socket.tgid), me);
-        let theirs = peer.map_or((None, Arc::from("")), |(pid, name)| (Some(pid), name));
-        let ((pid_0, name_0), (pid_1, name_1)) = if mine_is_client {
+        let theirs = peer.map_or((None, Arc::new(ProcessInfo::default())), |(pid, p)| {
+            (Some(pid), p)
+        });
+        let ((pid_0, proc_0), (pid_1, proc_1)) = if mine_is_client {
             (mine, theirs)
         } else {
             (theirs, mine)
         };
         row.process_id_0 = pid_0;
         row.process_id_1 = pid_1;
-        row.auto_service_0 = Arc::clone(&name_0);
-        row.auto_service_1 = Arc::clone(&name_1);
-        row.process_kname_0 = name_0;
-        row.process_kname_1 = name_1;
+        row.auto_service_0 = Arc::clone(&proc_0.service);
+        row.auto_service_1 = Arc::clone(&proc_1.service);
+        row.process_kname_0 = Arc::clone(&proc_0.name);
+        row.process_kname_1 = Arc::clone(&proc_1.name);
+        row.gprocess_0 = Arc::clone(&proc_0.key);
+        row.gprocess_1 = Arc::clone(&proc_1.key);
         if mine_is_client {
             row.syscall_thread_0 = Some(r.request_tid);
         } else {
@@ -371,6 +384,14 @@ impl CaptureProcessor {
             .store(self.sockets.len() as u64, Ordering::Relaxed);
 
         let mut out = Vec::new();
+        // process resources first: the rows below name them
+        let processes = self.procs.take_new();
+        if !processes.is_empty() {
+            match process_batch(&processes) {
+                Ok(batch) => out.push((PROCESS_RESOURCES.to_string(), batch)),
+                Err(e) => warn!(error = %e, "failed to build the process resource batch"),
+            }
+        }
         if !self.rows.is_empty() {
             match l7_flow_log_batch(&self.tags, &self.rows) {
                 Ok(batch) => out.push((L7_FLOW_LOG.to_string(), batch)),
@@ -532,8 +553,19 @@ mod tests {
             resp,
         ));
 
-        // the RED second is still open: only the two flow-log rows come out
+        // the RED second is still open: only the two flow-log rows come out, after the
+        // two processes as resources (both exited here: known by their events' names)
         let out = p.tick(T0 + SECOND / 2, false);
+        let (resources, out): (Vec<_>, Vec<_>) = out
+            .into_iter()
+            .partition(|(table, _)| table == PROCESS_RESOURCES);
+        assert_eq!(resources.len(), 1);
+        let keys = resources[0].1.column(0).clone();
+        let mut keys: Vec<_> = keys.as_string::<i32>().iter().flatten().collect();
+        keys.sort();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys[0].contains("/100/exited/"), "{keys:?}");
+        assert!(keys[1].contains("/200/exited/"), "{keys:?}");
         assert_eq!(out.len(), 1);
         let (table, batch) = &out[0];
         assert_eq!(table, L7_FLOW_LOG);

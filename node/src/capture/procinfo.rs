@@ -1,41 +1,207 @@
-//! Process names from /proc, cached per pid for a short while (pids get reused).
+//! AutoTagging of processes: what /proc says about a pid — name, command line, executable,
+//! container, start time — cached per pid for a short while (pids get reused, names
+//! change). Each process instance is a resource (`gprocess`, DESIGN.md §5): rows store its
+//! key, and its attributes are registered once per version in the dictionary.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 const TTL: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 16_384;
+/// Longest command line kept, in bytes (the dictionary refuses longer strings).
+const MAX_CMDLINE: usize = 1024;
 
-/// pid → process name (`/proc/<pid>/comm`, the main thread's name).
-#[derive(Default)]
-pub struct ProcNames {
-    names: HashMap<u32, (Arc<str>, u64)>,
+/// One process instance as /proc describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessInfo {
+    /// The resource's key, `node/pid/start ticks`: unique per process instance on a node.
+    pub key: Arc<str>,
+    /// `/proc/<pid>/comm`, the main thread's name (`process_kname`).
+    pub name: Arc<str>,
+    /// `auto_service`: the process name until richer sources (Kubernetes) are configured.
+    pub service: Arc<str>,
+    pub cmdline: Arc<str>,
+    pub exe: Arc<str>,
+    /// The container id from the cgroup path; empty on the host.
+    pub container_id: Arc<str>,
+    /// When this version of the attributes starts: the process start, or the moment a
+    /// change (e.g. a new name) was first seen.
+    pub valid_from_us: i64,
 }
 
-impl ProcNames {
-    /// The name of `pid`; `fallback` (the event's thread name) when /proc has no entry
-    /// any more, e.g. for a process that already exited.
-    pub fn get(&mut self, pid: u32, fallback: &str, now_ns: u64) -> Arc<str> {
-        if let Some((name, at)) = self.names.get(&pid)
-            && now_ns.saturating_sub(*at) < TTL.as_nanos() as u64
-        {
-            return Arc::clone(name);
-        }
-        let name: Arc<str> = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+impl ProcessInfo {
+    fn same_attributes(&self, other: &ProcessInfo) -> bool {
+        (
+            &self.key,
+            &self.name,
+            &self.cmdline,
+            &self.exe,
+            &self.container_id,
+        ) == (
+            &other.key,
+            &other.name,
+            &other.cmdline,
+            &other.exe,
+            &other.container_id,
+        )
+    }
+}
+
+/// pid → [`ProcessInfo`], plus the versions first seen since the last [`Self::take_new`].
+pub struct Processes {
+    node: Arc<str>,
+    boot_time_us: i64,
+    ticks_per_second: i64,
+    infos: HashMap<u32, (Arc<ProcessInfo>, u64)>,
+    new: Vec<Arc<ProcessInfo>>,
+}
+
+impl Processes {
+    pub fn new(node: Arc<str>) -> Self {
+        let boot_time_us = std::fs::read_to_string("/proc/stat")
             .ok()
-            .map(|s| s.trim_end().to_string())
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
+            })
+            .unwrap_or(0)
+            * 1_000_000;
+        let ticks = clock_ticks().unwrap_or(100);
+        Self {
+            node,
+            boot_time_us,
+            ticks_per_second: ticks,
+            infos: HashMap::new(),
+            new: Vec::new(),
+        }
+    }
+
+    /// What is known of `pid`; `fallback` (the event's thread name) names processes /proc
+    /// has no entry for any more, e.g. one that already exited.
+    pub fn get(&mut self, pid: u32, fallback: &str, now_ns: u64) -> Arc<ProcessInfo> {
+        let ttl = TTL.as_nanos() as u64;
+        let previous = match self.infos.get(&pid) {
+            Some((info, at)) if now_ns.saturating_sub(*at) < ttl => return Arc::clone(info),
+            Some((info, _)) => Some(Arc::clone(info)),
+            None => None,
+        };
+        let mut info = self.read(pid, fallback, now_ns);
+        let gone = info.exe.is_empty() && info.key.contains("/exited/");
+        let info = match previous {
+            // unchanged, or gone since: what was read while it ran stays true
+            Some(old) if old.same_attributes(&info) || gone => old,
+            other => {
+                if other.is_some_and(|old| old.key == info.key) {
+                    // the same process changed (e.g. renamed itself): a new version from now
+                    info.valid_from_us = (now_ns / 1000) as i64;
+                }
+                let info = Arc::new(info);
+                if !info.key.is_empty() {
+                    self.new.push(Arc::clone(&info));
+                }
+                info
+            }
+        };
+        if self.infos.len() >= MAX_ENTRIES {
+            self.infos
+                .retain(|_, (_, at)| now_ns.saturating_sub(*at) < ttl);
+            if self.infos.len() >= MAX_ENTRIES {
+                self.infos.clear();
+            }
+        }
+        self.infos.insert(pid, (Arc::clone(&info), now_ns));
+        info
+    }
+
+    /// Process versions seen since the last call, for registering as resources.
+    pub fn take_new(&mut self) -> Vec<Arc<ProcessInfo>> {
+        std::mem::take(&mut self.new)
+    }
+
+    fn read(&self, pid: u32, fallback: &str, now_ns: u64) -> ProcessInfo {
+        let proc = |file: &str| std::fs::read(format!("/proc/{pid}/{file}")).ok();
+        let name: Arc<str> = proc("comm")
+            .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| fallback.to_string())
             .into();
-        if self.names.len() >= MAX_ENTRIES {
-            self.names
-                .retain(|_, (_, at)| now_ns.saturating_sub(*at) < TTL.as_nanos() as u64);
-            if self.names.len() >= MAX_ENTRIES {
-                self.names.clear();
-            }
+        let Some(start_ticks) = proc("stat").and_then(|b| start_ticks(&b)) else {
+            // Gone before we looked (a short-lived client, or capture running behind):
+            // only the event's thread name is known. Instances of one pid with one name
+            // share this key, which is harmless since they share all that is known.
+            return ProcessInfo {
+                key: format!("{}/{pid}/exited/{name}", self.node).into(),
+                service: Arc::clone(&name),
+                name,
+                valid_from_us: (now_ns / 1000) as i64,
+                ..ProcessInfo::default()
+            };
+        };
+        let cmdline = proc("cmdline")
+            .map(|b| cmdline_text(&b))
+            .unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let container_id = proc("cgroup")
+            .map(|b| container_id(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default();
+        ProcessInfo {
+            key: format!("{}/{pid}/{start_ticks}", self.node).into(),
+            service: Arc::clone(&name),
+            name,
+            cmdline: cmdline.into(),
+            exe: exe.into(),
+            container_id: container_id.into(),
+            valid_from_us: self.boot_time_us
+                + (start_ticks as i64).saturating_mul(1_000_000) / self.ticks_per_second.max(1),
         }
-        self.names.insert(pid, (Arc::clone(&name), now_ns));
-        name
     }
+}
+
+/// Clock ticks per second (`CLK_TCK`), from the auxiliary vector the kernel gave this
+/// process (`AT_CLKTCK` = 17); Linux uses 100 almost everywhere.
+fn clock_ticks() -> Option<i64> {
+    let auxv = std::fs::read("/proc/self/auxv").ok()?;
+    auxv.chunks_exact(16).find_map(|pair| {
+        let key = u64::from_ne_bytes(pair[..8].try_into().ok()?);
+        let value = u64::from_ne_bytes(pair[8..].try_into().ok()?);
+        (key == 17).then_some(value as i64)
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot). The name in
+/// field 2 may hold spaces and parentheses, so fields are counted after the last `)`.
+fn start_ticks(stat: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(stat);
+    let (_, rest) = text.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `/proc/<pid>/cmdline` as one line: NUL-separated arguments joined by spaces, capped.
+fn cmdline_text(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut line = text.trim_end_matches('\0').replace('\0', " ");
+    if line.len() > MAX_CMDLINE {
+        let mut cut = MAX_CMDLINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    line
+}
+
+/// The container id in a cgroup file: the last 64-hex-digit name in a path, as runtimes
+/// write them (`/docker/<id>`, `docker-<id>.scope`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `/kubepods/.../<id>`). Empty on the host.
+pub fn container_id(cgroup: &str) -> String {
+    cgroup
+        .lines()
+        .flat_map(|line| line.rsplit(['/', '-', ':']))
+        .map(|part| part.strip_suffix(".scope").unwrap_or(part))
+        .find(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -43,11 +209,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_own_name_and_falls_back_for_missing_pids() {
-        let mut p = ProcNames::default();
+    fn reads_this_process_and_falls_back_for_missing_pids() {
+        let mut p = Processes::new("host-a".into());
         let me = p.get(std::process::id(), "x", 1);
         let expected = std::fs::read_to_string("/proc/self/comm").unwrap();
-        assert_eq!(&*me, expected.trim_end());
-        assert_eq!(&*p.get(u32::MAX - 1, "gone", 1), "gone");
+        assert_eq!(&*me.name, expected.trim_end());
+        assert!(
+            me.key
+                .starts_with(&format!("host-a/{}/", std::process::id())),
+            "{}",
+            me.key
+        );
+        assert_eq!(
+            &*me.exe,
+            std::env::current_exe().unwrap().display().to_string()
+        );
+        assert!(!me.cmdline.is_empty());
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        assert!(
+            me.valid_from_us > now_us - 3_600_000_000 && me.valid_from_us <= now_us,
+            "start {} vs now {now_us}",
+            me.valid_from_us
+        );
+        // one new resource version, not repeated while cached or unchanged
+        assert_eq!(p.take_new().len(), 1);
+        p.get(std::process::id(), "x", 2);
+        p.get(std::process::id(), "x", 2 + TTL.as_nanos() as u64);
+        assert!(p.take_new().is_empty());
+
+        // a process that exited keeps the name its events carried
+        let gone = p.get(u32::MAX - 1, "gone", 1);
+        assert_eq!(&*gone.name, "gone");
+        assert_eq!(&*gone.key, &format!("host-a/{}/exited/gone", u32::MAX - 1));
+        assert_eq!(p.take_new(), vec![gone]);
+    }
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "3f1c0a9e5b7d4c2a8e6f0b1d3c5a7e9f2b4d6c8a0e1f3a5c7e9b1d3f5a7c9e1b";
+        for cgroup in [
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!("12:memory:/docker/{id}\n0::/\n"),
+            format!("0::/kubepods.slice/kubepods-burstable.slice/cri-containerd-{id}.scope"),
+            format!("0::/kubepods/besteffort/pod1234/{id}"),
+        ] {
+            assert_eq!(container_id(&cgroup), id, "{cgroup}");
+        }
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-1.scope\n"),
+            ""
+        );
+        assert_eq!(container_id(""), "");
+    }
+
+    #[test]
+    fn stat_and_cmdline_parsing() {
+        let stat =
+            b"42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(start_ticks(stat), Some(987_654));
+        assert_eq!(start_ticks(b"garbage"), None);
+        assert_eq!(
+            cmdline_text(b"nginx: worker\0-g\0daemon off;\0"),
+            "nginx: worker -g daemon off;"
+        );
+        assert_eq!(cmdline_text(&vec![b'x'; 5000]).len(), MAX_CMDLINE);
     }
 }

@@ -79,6 +79,22 @@ fn dns(node: &FlowmeshNode) {
                     && !k.ends_with(" ok")),
             "{rows:?}"
         );
+        // the answers, as DeepFlow's response_result
+        let answers = node.sql(&format!(
+            "SELECT DISTINCT request_type, response_result FROM flow_log.l7_flow_log \
+             WHERE l7_protocol = 'DNS' AND observation_point = '{point}' \
+             AND endpoint IN ('www.example.test', 'v6.example.test', 'missing.example.test') \
+             ORDER BY 1, 2"
+        ));
+        assert_eq!(
+            answers,
+            vec![
+                vec![serde_json::json!("A"), serde_json::json!("")],
+                vec![serde_json::json!("A"), serde_json::json!("10.0.0.1")],
+                vec![serde_json::json!("AAAA"), serde_json::json!("fd00::1")],
+            ],
+            "{point}"
+        );
     }
 }
 

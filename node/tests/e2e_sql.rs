@@ -75,6 +75,15 @@ fn postgres_pgbench(node: &FlowmeshNode) {
             );
             assert_eq!(n, expected, "{label} at {point}");
         }
+        // every pgbench write touches one row (row_effect, from CommandComplete)
+        let effects = node.sql(&format!(
+            "SELECT DISTINCT row_effect FROM flow_log.l7_flow_log WHERE l7_protocol = 'PostgreSQL' \
+             AND server_port = {} AND observation_point = '{point}' \
+             AND (ltrim(request_resource) LIKE 'UPDATE pgbench_%' \
+             OR ltrim(request_resource) LIKE 'INSERT INTO pgbench_history%')",
+            pg.port
+        ));
+        assert_eq!(effects, vec![vec![serde_json::json!(1)]], "{point}");
     }
     // a failing statement carries its SQLSTATE and message
     let out = Command::new("psql")

@@ -48,9 +48,8 @@
 //! Where flowmesh differs: types DeepFlow does not name get their IANA mnemonic or
 //! `TYPEnnn` rather than `""`; the root is `"."` rather than `""`; queries with other
 //! opcodes (NOTIFY, UPDATE) are parsed once the socket is known to be DNS but never detect
-//! it. DeepFlow puts the answers (addresses, CNAME targets ...) in `response_result`, a
-//! column [`crate::L7Record`] does not have yet: [`Message::answers`] holds that summary
-//! for when it does.
+//! it. As in DeepFlow, `response_result` holds the answers (addresses, CNAME targets ...)
+//! from [`Message::answers`].
 
 mod message;
 
@@ -164,6 +163,7 @@ impl Codec for DnsCodec {
         };
         record.response_code = Some(response.rcode);
         record.response_status = status(response.rcode);
+        record.response_result = response.answers.clone();
         if response.rcode != 0 {
             record.response_exception = rcode_name(response.rcode);
         }
@@ -640,6 +640,7 @@ mod tests {
             assert_eq!(record.response_status, status);
             assert_eq!(record.response_exception, exception);
             assert_eq!(r.answers, "1.2.3.4");
+            assert_eq!(record.response_result, "1.2.3.4");
         }
     }
 

@@ -263,6 +263,13 @@ pub struct L7Record {
     pub response_status: ResponseStatus,
     /// The reason phrase of 4xx and 5xx responses, `""` otherwise.
     pub response_exception: String,
+    /// What the response returned, where a protocol has a short answer worth keeping
+    /// (DeepFlow's `response_result`): DNS answers (addresses, CNAME targets …); `""`
+    /// otherwise.
+    pub response_result: String,
+    /// Rows the statement affected (DeepFlow's `row_effect`): MySQL OK packets and
+    /// PostgreSQL CommandComplete tags; `None` where the protocol or response has none.
+    pub row_effect: Option<u64>,
     /// Bytes of the whole request on the wire (head and body, with chunk framing).
     pub request_length: u64,
     /// Bytes of the whole response on the wire; `None` without a response or when the
@@ -308,6 +315,8 @@ impl L7Record {
             response_code: None,
             response_status: ResponseStatus::Unknown,
             response_exception: String::new(),
+            response_result: String::new(),
+            row_effect: None,
             request_length: 0,
             response_length: None,
             request_start_ns: 0,

@@ -52,9 +52,8 @@
 //!   `COM_STMT_RESET` some connectors send before each execution.
 //! - DeepFlow drops ERR packets whose code is outside 1000–2999; flowmesh keeps them
 //!   (MySQL 8 has codes above 3000) as server errors.
-//! - Rows affected (DeepFlow's `sql_affected_rows` / `row_effect`) are decoded into
-//!   [`MySqlResponse::affected_rows`] but are no column: [`crate::L7Record`] has no field
-//!   for them yet. They are summed over the OK packets of a response.
+//! - Rows affected go to `row_effect`, as in DeepFlow, summed over the OK packets of a
+//!   response (multi-statement queries send several).
 //! - DeepFlow's statement id (`request_id`) has no column either: it is
 //!   [`MySqlRequest::statement_id`] and [`MySqlResponse::statement_id`].
 //!

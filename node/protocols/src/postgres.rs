@@ -49,9 +49,8 @@
 //! - DeepFlow classifies SQLSTATE codes it does not list as neither error class; flowmesh
 //!   classifies by class (an ErrorResponse is always an error), server errors for unknown
 //!   classes.
-//! - Rows affected (DeepFlow's `row_effect`, from the CommandComplete tags) are decoded
-//!   into [`PgResponse::affected_rows`] but are no column: [`crate::L7Record`] has no field
-//!   for them yet.
+//! - Rows affected go to `row_effect`, as in DeepFlow, from the CommandComplete tags
+//!   (summed when a simple query runs several statements).
 //!
 //! # Capture prefixes
 //!

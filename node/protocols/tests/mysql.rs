@@ -98,6 +98,24 @@ fn mariadb_client_statements_and_errors() {
         assert_eq!(rows(&wire), expected, "{at}");
         let records = &wire.records;
         assert!(records.iter().all(|r| r.version == "10"), "{at}");
+        // rows affected from the OK packets
+        let effect = |sql: &str| {
+            records
+                .iter()
+                .find(|r| r.request_resource == sql)
+                .and_then(|r| r.row_effect)
+        };
+        assert_eq!(
+            effect("insert into items values (1, 'apple'), (2, 'pear')"),
+            Some(2),
+            "{at}"
+        );
+        assert_eq!(
+            effect("update items set name = 'fig' where id = 2"),
+            Some(1),
+            "{at}"
+        );
+        assert_eq!(effect("insert into items values (1, 'dup')"), None, "{at}");
         assert_eq!(
             records[3].response_exception,
             "Duplicate entry '1' for key 'PRIMARY'"

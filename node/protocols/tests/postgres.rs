@@ -91,6 +91,19 @@ fn pgbench_rows_per_statement_equal_the_transactions() {
                         .all(|r| r.response_status == ResponseStatus::Ok),
                     "{at}"
                 );
+                // each pgbench write touches one row: the CommandComplete tag says so
+                let writes: Vec<_> = records
+                    .iter()
+                    .filter(|r| {
+                        r.request_type == request_type
+                            && (r.request_resource.starts_with("UPDATE")
+                                || r.request_resource.starts_with("INSERT"))
+                    })
+                    .collect();
+                assert_eq!(writes.len(), 4 * 20, "{at}");
+                for r in writes {
+                    assert_eq!(r.row_effect, Some(1), "{at}: {}", r.request_resource);
+                }
                 for (n, statement) in per_statement.iter_mut().zip(STATEMENTS) {
                     let rows = count(records, request_type, statement);
                     assert_eq!(rows, 20, "{at} connection {connection}: {statement}");

@@ -492,6 +492,8 @@ fn emit(
         response_code: None,
         response_status: status,
         response_exception: String::new(),
+        response_result: String::new(),
+        row_effect: None,
         request_length: request.length,
         response_length: None,
         request_start_ns: request.start.enter_ns,

@@ -362,6 +362,8 @@ impl Stream {
             response_code: None,
             response_status: ResponseStatus::Unknown,
             response_exception: String::new(),
+            response_result: String::new(),
+            row_effect: None,
             request_length: self.request.len,
             response_length: None,
             request_start_ns: self.request.start_ns,

@@ -508,6 +508,7 @@ impl Codec for MySqlCodec {
             }
             None => record.response_status = ResponseStatus::Ok,
         }
+        record.row_effect = response.affected_rows;
     }
 }
 

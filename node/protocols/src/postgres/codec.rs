@@ -491,5 +491,6 @@ impl Codec for PgCodec {
             }
             None => record.response_status = ResponseStatus::Ok,
         }
+        record.row_effect = response.affected_rows;
     }
 }

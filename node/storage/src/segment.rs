@@ -1,21 +1,25 @@
 //! Writing buffered rows as Parquet segments: one file set per (table, hour), sorted by
-//! time then tag columns, ZSTD-compressed, with page statistics for pruning.
+//! the table's sort key (time then tag columns, or tags then time, see
+//! [`TableDef::sort_columns`]), ZSTD-compressed, with page statistics for pruning.
 
 use std::{fs::File, path::Path, sync::Arc};
 
 use datafusion::{
     arrow::{
-        array::{Array, TimestampMicrosecondArray},
-        compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch},
+        array::{Array, ArrayRef, Int64Array, TimestampMicrosecondArray, UInt32Array},
+        compute::{concat_batches, max, min, take_record_batch},
+        error::ArrowError,
         record_batch::RecordBatch,
+        row::{RowConverter, Rows, SortField},
     },
     parquet::{
         arrow::ArrowWriter,
-        basic::{Compression, ZstdLevel},
+        basic::{Compression, Encoding, ZstdLevel},
         file::{
             metadata::SortingColumn,
             properties::{EnabledStatistics, WriterProperties},
         },
+        schema::types::ColumnPath,
     },
 };
 
@@ -64,15 +68,21 @@ pub fn write_segments(
         source,
     };
     let all = concat_batches(&def.schema, batches).map_err(arrow_err)?;
-    let sort_columns: Vec<SortColumn> = def
-        .sort_key()
-        .filter_map(|name| all.column_by_name(name))
-        .map(|values| SortColumn {
-            values: Arc::clone(values),
-            options: None,
-        })
-        .collect();
-    let indices = lexsort_to_indices(&sort_columns, None).map_err(arrow_err)?;
+    let mut sort_columns: Vec<ArrayRef> = Vec::new();
+    if !def.time_first() {
+        // the hour goes first, so that each hour's rows are contiguous whatever the key
+        let times = time_column(def, &all)?;
+        let hours: Int64Array = times.unary(|t| t.div_euclid(MICROS_PER_HOUR));
+        if min(&hours) != max(&hours) {
+            sort_columns.push(Arc::new(hours));
+        }
+    }
+    sort_columns.extend(
+        def.sort_key()
+            .filter_map(|name| all.column_by_name(name))
+            .cloned(),
+    );
+    let indices = sort_indices(&sort_columns).map_err(arrow_err)?;
     let sorted = take_record_batch(&all, &indices).map_err(arrow_err)?;
     let times = time_column(def, &sorted)?;
 
@@ -85,18 +95,77 @@ pub fn write_segments(
             end += 1;
         }
         let slice = sorted.slice(start, end - start);
+        // the first and last rows hold the extremes only when time sorts first
+        let slice_times = times.slice(start, end - start);
+        let (min_time_us, max_time_us) = match (min(&slice_times), max(&slice_times)) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => (times.value(start), times.value(end - 1)),
+        };
         out.push(write_one(
             data_dir,
             def,
             &slice,
             hour,
             file_stem,
-            times.value(start),
-            times.value(end - 1),
+            min_time_us,
+            max_time_us,
         )?);
         start = end;
     }
     Ok(out)
+}
+
+/// The permutation that sorts rows by `columns` (ascending, nulls first). The columns are
+/// converted once to the row format, whose bytes compare in the columns' order. Keys of
+/// fixed width (the usual case: tag ids and times) are then sorted as arrays of big-endian
+/// words, directly rather than through indices, which is several times faster than a
+/// dynamic comparison per column (lexsort_to_indices) or a `memcmp` per comparison; that
+/// sort had been the largest part of a flush with several tag columns in the key.
+fn sort_indices(columns: &[ArrayRef]) -> std::result::Result<UInt32Array, ArrowError> {
+    let fields = columns
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let rows = RowConverter::new(fields)?.convert_columns(columns)?;
+    let n = rows.num_rows();
+    let width = if n == 0 {
+        0
+    } else {
+        rows.row(0).as_ref().len()
+    };
+    let fixed = (0..n).all(|i| rows.row(i).as_ref().len() == width);
+    let indices = match (fixed, width.div_ceil(8)) {
+        (true, 1) => sort_words::<1>(&rows),
+        (true, 2) => sort_words::<2>(&rows),
+        (true, 3) => sort_words::<3>(&rows),
+        (true, 4) => sort_words::<4>(&rows),
+        (true, 5) => sort_words::<5>(&rows),
+        (true, 6) => sort_words::<6>(&rows),
+        _ => {
+            let mut indices: Vec<u32> = (0..n as u32).collect();
+            indices.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+            indices
+        }
+    };
+    Ok(UInt32Array::from(indices))
+}
+
+/// Sorts rows of at most `W` × 8 bytes, each read as `W` big-endian words (zero-padded),
+/// which compare as the bytes do.
+fn sort_words<const W: usize>(rows: &Rows) -> Vec<u32> {
+    let mut keys: Vec<([u64; W], u32)> = (0..rows.num_rows())
+        .map(|i| {
+            let mut words = [0u64; W];
+            for (word, chunk) in words.iter_mut().zip(rows.row(i).as_ref().chunks(8)) {
+                let mut bytes = [0u8; 8];
+                bytes[..chunk.len()].copy_from_slice(chunk);
+                *word = u64::from_be_bytes(bytes);
+            }
+            (words, i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|(_, i)| i).collect()
 }
 
 fn write_one(
@@ -133,6 +202,11 @@ fn write_one(
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(sorting))
         .set_max_row_group_row_count(Some(256 * 1024))
+        // `time` is nearly unique: a dictionary only costs CPU and space before the writer
+        // falls back, while deltas between neighbours (sorted, or sorted within tag runs)
+        // are small
+        .set_column_dictionary_enabled(ColumnPath::from("time"), false)
+        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
         .build();
     let file = File::create(&tmp).map_err(|e| StorageError::io("create segment", &tmp, e))?;
     let parquet_err = |source| StorageError::Parquet {
@@ -160,4 +234,92 @@ fn write_one(
         min_time_us,
         max_time_us,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::{
+        array::{StringArray, UInt32Array},
+        compute::{SortColumn, lexsort_to_indices, take},
+    };
+
+    use super::*;
+
+    /// Pseudo-random values in 0..modulo (few distinct, so that keys tie often).
+    fn values(n: usize, seed: u64, modulo: u64) -> Vec<u64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) % modulo
+            })
+            .collect()
+    }
+
+    fn ids(n: usize, seed: u64, modulo: u64, with_nulls: bool) -> ArrayRef {
+        Arc::new(
+            values(n, seed, modulo)
+                .into_iter()
+                .map(|v| (!with_nulls || v != 0).then_some(v as u32))
+                .collect::<UInt32Array>(),
+        )
+    }
+
+    fn int64s(n: usize, seed: u64, modulo: u64) -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            values(n, seed, modulo).into_iter().map(|v| v as i64 - 3),
+        ))
+    }
+
+    /// Our permutation orders the keys exactly as lexsort_to_indices does (ties may differ
+    /// in order, but then the keys are equal).
+    fn assert_sorts_like_lexsort(columns: &[ArrayRef]) {
+        let ours = sort_indices(columns).unwrap();
+        let reference = lexsort_to_indices(
+            &columns
+                .iter()
+                .map(|c| SortColumn {
+                    values: Arc::clone(c),
+                    options: None,
+                })
+                .collect::<Vec<_>>(),
+            None,
+        )
+        .unwrap();
+        for column in columns {
+            assert_eq!(
+                take(column, &ours, None).unwrap().to_data(),
+                take(column, &reference, None).unwrap().to_data(),
+                "{:?}",
+                column.data_type()
+            );
+        }
+        let mut seen: Vec<u32> = ours.values().to_vec();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..columns[0].len() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sort_indices_orders_like_lexsort() {
+        let n = 2000;
+        // fixed width, one word: a tag id with nulls
+        assert_sorts_like_lexsort(&[ids(n, 1, 7, true)]);
+        // fixed width, several words: hour, tag ids (nulls first), then negative times
+        let mut key = vec![int64s(n, 2, 2)];
+        key.extend((0..5).map(|i| ids(n, 10 + i, 3 + i, i % 2 == 0)));
+        key.push(int64s(n, 3, 1000));
+        assert_sorts_like_lexsort(&key);
+        // wider than the word sort handles
+        assert_sorts_like_lexsort(&(0..8).map(|i| int64s(n, 20 + i, 3)).collect::<Vec<_>>());
+        // variable width
+        let strings: ArrayRef = Arc::new(StringArray::from_iter_values(
+            values(n, 4, 50)
+                .into_iter()
+                .map(|v| "x".repeat(v as usize % 9)),
+        ));
+        assert_sorts_like_lexsort(&[strings, ids(n, 5, 4, false)]);
+        assert_sorts_like_lexsort(&[ids(0, 6, 4, false)]);
+    }
 }

@@ -9,9 +9,10 @@ use std::{
 use datafusion::{
     arrow::{
         array::{Array, AsArray, Int64Array, StringArray, TimestampMicrosecondArray},
-        datatypes::{DataType, Field, Int64Type, Schema, TimeUnit},
+        datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType},
         record_batch::RecordBatch,
     },
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
     prelude::SessionContext,
 };
 use flowmesh_storage::{Shard, ShardTable, StorageConfig, StorageError, TableDef};
@@ -191,6 +192,85 @@ async fn time_filters_prune_segments() {
         "expected two of three segments in the plan:\n{plan}"
     );
     assert_eq!(query_i64(&shard, &sql).await, vec![5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_named_last_sorts_segments_by_tags_and_time_still_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tags_first = TableDef {
+        sort_columns: vec!["service".into(), "time".into()],
+        ..def()
+    };
+    assert_eq!(
+        tags_first.sort_key().collect::<Vec<_>>(),
+        ["service", "time"]
+    );
+    assert!(!tags_first.time_first() && def().time_first());
+    let shard = Arc::new(Shard::open(config(dir.path()), vec![tags_first.clone()]).unwrap());
+    let base = 1_700_000_000_000_000i64 / HOUR_US * HOUR_US;
+    // one append holding three hours, services interleaved and times out of order
+    let mut batches = Vec::new();
+    for h in 0..3 {
+        let t = base + h * HOUR_US;
+        batches.push(batch(&[t + 30, t + 10], "b", h + 1));
+        batches.push(batch(&[t + 20], "a", 10 * (h + 1)));
+    }
+    let all = datafusion::arrow::compute::concat_batches(&def().schema, &batches).unwrap();
+    shard.append(vec![("t.events".into(), all)]).await.unwrap();
+    shard.flush().await.unwrap();
+
+    let mut segments = shard.snapshot("t.events").segments;
+    segments.sort_by_key(|m| m.hour);
+    assert_eq!(segments.len(), 3, "one segment per hour");
+    for (h, m) in (0..).zip(&segments) {
+        let t = base + h * HOUR_US;
+        // the extremes are not the first and last rows: min/max come from the whole file
+        assert_eq!((m.min_time_us, m.max_time_us), (t + 10, t + 30));
+        let file = std::fs::File::open(dir.path().join(&m.path)).unwrap();
+        let rows: Vec<(String, i64)> = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let services = b.column(1).as_string::<i32>().clone();
+                let times = b
+                    .column(0)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .clone();
+                (0..b.num_rows())
+                    .map(|i| (services.value(i).to_string(), times.value(i) - t))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let expected = [("a", 20), ("b", 10), ("b", 30)].map(|(s, dt)| (s.to_string(), dt));
+        assert_eq!(rows, expected, "hour {h}: sorted by service, then time");
+    }
+
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "events",
+        Arc::new(ShardTable::new(Arc::clone(&shard), tags_first)),
+    )
+    .unwrap();
+    let (lo, hi) = (base + HOUR_US + 15, base + 2 * HOUR_US);
+    let sql = format!(
+        "SELECT sum(value) FROM events WHERE time >= to_timestamp_micros({lo}) \
+         AND time < to_timestamp_micros({hi})"
+    );
+    let plan = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap();
+    let plan =
+        datafusion::arrow::util::pretty::pretty_format_batches(&plan.collect().await.unwrap())
+            .unwrap()
+            .to_string();
+    assert_eq!(
+        plan.matches(".parquet").count(),
+        1,
+        "expected one of three segments in the plan:\n{plan}"
+    );
+    let result = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    // hour 1: "a" (20) at +20 and "b" (2) at +30; "b" at +10 is before `lo`
+    assert_eq!(result[0].column(0).as_primitive::<Int64Type>().value(0), 22);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

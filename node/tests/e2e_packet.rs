@@ -56,17 +56,36 @@ fn packet_path_counts_bytes_exactly_and_parses_http() {
         .status()
         .unwrap();
     assert!(status.success());
-    let bytes = wait_for(
-        Duration::from_secs(15),
-        "the closed flow's l4_flow_log row",
-        || {
-            let rows = node.sql(&format!(
-            "SELECT CAST(sum(l4_byte_tx) AS BIGINT), CAST(sum(l4_byte_rx) AS BIGINT), max(status), max(close_type), \
-             CAST(max(rtt) AS BIGINT) FROM flow_log.l4_flow_log WHERE server_port = {p_transfer} AND protocol = 'TCP'"
+    let mut last = Vec::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            Duration::from_secs(15),
+            "the closed flow's l4_flow_log row",
+            || {
+                let rows = node.sql(&format!(
+                    "SELECT CAST(sum(l4_byte_tx) AS BIGINT), CAST(sum(l4_byte_rx) AS BIGINT), \
+                     max(status), CASE WHEN bool_or(close_type = 'fin') THEN 'fin' END, \
+                     CAST(max(rtt) AS BIGINT) \
+                     FROM flow_log.l4_flow_log WHERE server_port = {p_transfer} AND protocol = 'TCP'"
+                ));
+                // a flow may get an interval report ("open") before its close ("fin")
+                last = rows.clone();
+                (rows[0][3] == "fin").then(|| rows[0].clone())
+            },
+        )
+    }));
+    let bytes = found.unwrap_or_else(|_| {
+        // say what was there instead, to tell a capture problem from a storage one
+        let all = node.sql(&format!(
+            "SELECT * FROM flow_log.l4_flow_log WHERE server_port = {p_transfer}"
         ));
-            (rows[0][3] == "fin").then(|| rows[0].clone())
-        },
-    );
+        let metrics = node.sql("SELECT name, value FROM system.metrics WHERE value > 0");
+        panic!(
+            "no closed l4_flow_log row for port {p_transfer}; last: {last:?}\nrows: {all:?}\n\
+             metrics: {metrics:?}\nlog:\n{}",
+            node.log_text()
+        )
+    });
     assert_eq!(
         (bytes[0].as_i64(), bytes[1].as_i64()),
         (Some(100_000), Some(250_000)),

@@ -212,15 +212,14 @@ impl TagEncoder {
         kind: TagKind,
         strings: &datafusion::arrow::array::StringArray,
     ) -> Result<UInt32Array, EncodeError> {
-        // a batch repeats few distinct tags: intern each once
-        let mut distinct: HashMap<&str, u32> = HashMap::new();
+        // a batch repeats few distinct tags: intern each once, in first-seen order
+        let mut distinct: HashMap<&str, usize> = HashMap::new();
+        let mut order: Vec<&str> = Vec::new();
         for s in strings.iter().flatten() {
-            let next = distinct.len() as u32;
-            distinct.entry(s).or_insert(next);
-        }
-        let mut order: Vec<&str> = vec![""; distinct.len()];
-        for (s, &i) in &distinct {
-            order[i as usize] = s;
+            distinct.entry(s).or_insert_with(|| {
+                order.push(s);
+                order.len() - 1
+            });
         }
         let mut ids: Vec<u32> = Vec::with_capacity(order.len());
         for chunk in order.chunks(INTERN_CHUNK) {
@@ -228,7 +227,7 @@ impl TagEncoder {
         }
         Ok(strings
             .iter()
-            .map(|s| s.map(|s| ids[distinct[s] as usize]))
+            .map(|s| s.map(|s| ids[distinct[s]]))
             .collect::<UInt32Array>())
     }
 }

@@ -160,30 +160,42 @@ impl TableProvider for EncodedTable {
     }
 }
 
-/// `tag_decode(id UInt32, kind Utf8) → Utf8`: the string of each id; NULL for NULL ids and
-/// for ids this replica does not know yet.
-#[derive(Debug)]
-pub struct TagDecode {
-    dictionary: Arc<dyn TagDictionary>,
-    signature: Signature,
+/// The dictionary a function reads, equal to another only when it is the same one (what
+/// DataFusion needs to tell two functions of the same name apart).
+#[derive(Debug, Clone)]
+struct SharedDictionary(Arc<dyn TagDictionary>);
+
+impl PartialEq for SharedDictionary {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for SharedDictionary {}
+impl std::hash::Hash for SharedDictionary {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0).cast::<()>(), state)
+    }
 }
 
-impl PartialEq for TagDecode {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.dictionary, &other.dictionary)
+impl std::ops::Deref for SharedDictionary {
+    type Target = dyn TagDictionary;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
     }
 }
-impl Eq for TagDecode {}
-impl std::hash::Hash for TagDecode {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        TAG_DECODE.hash(state)
-    }
+
+/// `tag_decode(id UInt32, kind Utf8) → Utf8`: the string of each id; NULL for NULL ids and
+/// for ids this replica does not know yet.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TagDecode {
+    dictionary: SharedDictionary,
+    signature: Signature,
 }
 
 impl TagDecode {
     pub fn new(dictionary: Arc<dyn TagDictionary>) -> Self {
         Self {
-            dictionary,
+            dictionary: SharedDictionary(dictionary),
             signature: Signature::exact(vec![DataType::UInt32, DataType::Utf8], Volatility::Stable),
         }
     }
@@ -204,8 +216,11 @@ impl ScalarUDFImpl for TagDecode {
         let [ids, kind] = args.args.as_slice() else {
             return datafusion::common::plan_err!("{TAG_DECODE} takes (id, kind)");
         };
-        let ColumnarValue::Scalar(ScalarValue::Utf8(Some(kind))) = kind else {
-            return datafusion::common::plan_err!("{TAG_DECODE}: kind must be a string literal");
+        let ColumnarValue::Scalar(kind) = kind else {
+            return datafusion::common::plan_err!("{TAG_DECODE}: kind must be a literal");
+        };
+        let Some(kind) = scalar_string(Some(kind)) else {
+            return datafusion::common::plan_err!("{TAG_DECODE}: kind must be a string");
         };
         let ids = ids.to_array(args.number_rows)?;
         let ids = ids.as_primitive::<UInt32Type>();
@@ -231,9 +246,9 @@ impl ScalarUDFImpl for TagDecode {
 /// `tag_derive(resource UInt32, time, resource_kind, attribute_kind) → UInt32`: the id of
 /// the resource's attribute in force at `time` (the first version for earlier times);
 /// [`EMPTY`] for unknown resources, as rows store an empty tag.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TagDerive {
-    dictionary: Arc<dyn TagDictionary>,
+    dictionary: SharedDictionary,
     signature: Signature,
 }
 
@@ -243,27 +258,20 @@ pub const EMPTY: u32 = 0;
 impl TagDerive {
     pub fn new(dictionary: Arc<dyn TagDictionary>) -> Self {
         Self {
-            dictionary,
+            dictionary: SharedDictionary(dictionary),
             signature: Signature::any(4, Volatility::Stable),
         }
     }
 }
 
-impl PartialEq for TagDerive {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.dictionary, &other.dictionary)
-    }
-}
-impl Eq for TagDerive {}
-impl std::hash::Hash for TagDerive {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        TAG_DERIVE.hash(state)
-    }
-}
-
+/// The text of a string scalar, whichever string type it has.
 fn scalar_string(value: Option<&ScalarValue>) -> Option<&str> {
     match value {
-        Some(ScalarValue::Utf8(Some(s))) => Some(s),
+        Some(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => Some(s),
         _ => None,
     }
 }
@@ -738,12 +746,7 @@ fn utf8(value: String) -> Expr {
 
 fn string_literal(expr: &Expr) -> Option<&str> {
     match expr {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)),
-            _,
-        ) => Some(s),
+        Expr::Literal(value, _) => scalar_string(Some(value)),
         _ => None,
     }
 }

@@ -556,6 +556,22 @@ impl<C: Codec> CodecWire<C> {
             usize::MAX,
         );
     }
+
+    /// The connection closes.
+    pub(crate) fn close(&mut self) {
+        self.session
+            .close(self.t + 1, &mut self.stats, &mut self.out);
+    }
+
+    /// The last row made.
+    pub(crate) fn last(&self) -> &L7Record {
+        self.out.last().expect("a row")
+    }
+
+    /// No parse errors and no resyncs so far.
+    pub(crate) fn clean(&self) -> bool {
+        self.stats.parse_errors == 0 && self.stats.resyncs == 0
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Codec and detection tests with packets built from the protocol documentation.
 
 use super::*;
-use crate::session::{SeqStep, SyscallMeta};
-use crate::{ConversationStats, L7Record, ResponseStatus};
+use crate::ResponseStatus;
+use crate::framed::CodecWire;
 
 /// A packet: header and payload.
 fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -104,71 +104,18 @@ fn login(capabilities: u32, user: &str) -> Vec<u8> {
 const CAPS: u32 = wire::CLIENT_PROTOCOL_41 | 0x0008_0000 | 0x8000;
 
 /// A client-side session fed syscall by syscall.
-struct Drive {
-    session: FramedSession<MySqlCodec>,
-    stats: ConversationStats,
-    out: Vec<L7Record>,
-    t: u64,
-}
+type Drive = CodecWire<MySqlCodec>;
 
-impl Drive {
-    fn new() -> Self {
-        Drive {
-            session: FramedSession::new(
-                MySqlCodec::default(),
-                Role::Client,
-                &ConversationConfig::default(),
-            ),
-            stats: ConversationStats::default(),
-            out: Vec::new(),
-            t: 0,
-        }
-    }
-
-    /// One syscall of `bytes`, `cap` of them captured.
-    fn send_capped(&mut self, direction: Direction, bytes: &[u8], cap: usize) {
-        self.t += 1000;
-        let meta = SyscallMeta {
-            enter_ns: self.t,
-            exit_ns: self.t + 10,
-            seq: None,
-            tid: 1,
-        };
-        let captured = &bytes[..cap.min(bytes.len())];
-        self.session.feed(
-            direction,
-            &meta,
-            SeqStep::default(),
-            captured,
-            (bytes.len() - captured.len()) as u64,
-            &mut self.stats,
-            &mut self.out,
-        );
-    }
-
-    fn request(&mut self, bytes: &[u8]) {
-        self.send_capped(Direction::Egress, bytes, usize::MAX);
-    }
-
-    fn response(&mut self, bytes: &[u8]) {
-        self.send_capped(Direction::Ingress, bytes, usize::MAX);
-    }
-
-    fn last(&self) -> &L7Record {
-        self.out.last().expect("a row")
-    }
-
-    fn clean(&self) -> bool {
-        self.stats.parse_errors == 0 && self.stats.resyncs == 0
-    }
+fn drive() -> Drive {
+    CodecWire::new(MySqlCodec::default(), Role::Client)
 }
 
 #[test]
 fn login_query_and_errors() {
-    let mut d = Drive::new();
-    d.response(&greeting(CAPS));
+    let mut d = drive();
+    d.reply(&greeting(CAPS));
     d.request(&login(CAPS, "app"));
-    d.response(&packet(2, &ok(0, 2)));
+    d.reply(&packet(2, &ok(0, 2)));
     assert_eq!(d.out.len(), 1);
     let login = d.last();
     assert_eq!(login.request_type, "LOGIN");
@@ -177,7 +124,7 @@ fn login_query_and_errors() {
     assert_eq!(login.response_status, ResponseStatus::Ok);
 
     d.request(&query("insert into t values (1)"));
-    d.response(&packet(1, &ok(1, 2)));
+    d.reply(&packet(1, &ok(1, 2)));
     let insert = d.last();
     assert_eq!(
         (
@@ -192,7 +139,7 @@ fn login_query_and_errors() {
     );
 
     d.request(&query("insert into t values (1)"));
-    d.response(&packet(
+    d.reply(&packet(
         1,
         &err(1062, "23000", "Duplicate entry '1' for key 'PRIMARY'"),
     ));
@@ -206,7 +153,7 @@ fn login_query_and_errors() {
 
     // a client library error code is the client's
     d.request(&query("select 1"));
-    d.response(&packet(1, &err(2013, "HY000", "Lost connection")));
+    d.reply(&packet(1, &err(2013, "HY000", "Lost connection")));
     assert_eq!(d.last().response_status, ResponseStatus::ClientError);
     assert_eq!(d.out.len(), 4);
     assert!(d.clean(), "{:?}", d.stats);
@@ -215,16 +162,16 @@ fn login_query_and_errors() {
 #[test]
 fn result_sets_with_and_without_eof_packets() {
     for deprecate in [false, true] {
-        let mut d = Drive::new();
+        let mut d = drive();
         // mid-connection: capabilities learnt from the first result set
         d.request(&query("select id from t"));
         let rs = result_set(1, 2, 3, deprecate);
-        d.response(&rs[..7]); // split inside a packet
-        d.response(&rs[7..]);
+        d.reply(&rs[..7]); // split inside a packet
+        d.reply(&rs[7..]);
         d.request(&query("select id from t where false"));
-        d.response(&result_set(1, 1, 0, deprecate));
+        d.reply(&result_set(1, 1, 0, deprecate));
         d.request(&query("select 2"));
-        d.response(&result_set(1, 1, 1, deprecate));
+        d.reply(&result_set(1, 1, 1, deprecate));
         assert_eq!(d.out.len(), 3, "deprecate {deprecate}");
         assert!(
             d.out
@@ -238,7 +185,7 @@ fn result_sets_with_and_without_eof_packets() {
 
 #[test]
 fn multi_results_error_mid_rows_and_progress_reports() {
-    let mut d = Drive::new();
+    let mut d = drive();
     // a multi-statement query: OK (more results), a result set (more results), OK
     d.request(&query("update t set a = 1; select a from t; delete from t"));
     let mut rs = result_set(2, 1, 1, false);
@@ -248,7 +195,7 @@ fn multi_results_error_mid_rows_and_progress_reports() {
     bytes.extend(&rs);
     let next_seq = 2 + 5;
     bytes.extend(packet(next_seq, &ok(3, 0x0002)));
-    d.response(&bytes);
+    d.reply(&bytes);
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().response_length, Some(bytes.len() as u64));
 
@@ -259,14 +206,14 @@ fn multi_results_error_mid_rows_and_progress_reports() {
         6,
         &err(1317, "70100", "Query execution was interrupted"),
     ));
-    d.response(&bytes);
+    d.reply(&bytes);
     assert_eq!(d.last().response_code, Some(1317));
 
     // MariaDB's progress report (ERR 0xFFFF) is not the end
     d.request(&query("alter table t add column b int"));
-    d.response(&packet(1, b"\xff\xff\xff\x01\x01\x00\x00\x00\x00stage"));
+    d.reply(&packet(1, b"\xff\xff\xff\x01\x01\x00\x00\x00\x00stage"));
     assert_eq!(d.out.len(), 2);
-    d.response(&packet(2, &ok(0, 2)));
+    d.reply(&packet(2, &ok(0, 2)));
     assert_eq!(d.out.len(), 3);
     assert_eq!(d.last().response_status, ResponseStatus::Ok);
     assert!(d.clean(), "{:?}", d.stats);
@@ -312,7 +259,7 @@ fn prepare_response(id: u32, columns: u16, params: u16, deprecate: bool) -> Vec<
 #[test]
 fn prepared_statements_carry_their_sql() {
     for (deprecate, handshake) in [(false, true), (true, true), (false, false), (true, false)] {
-        let mut d = Drive::new();
+        let mut d = drive();
         if handshake {
             let caps = CAPS
                 | if deprecate {
@@ -320,24 +267,24 @@ fn prepared_statements_carry_their_sql() {
                 } else {
                     0
                 };
-            d.response(&greeting(caps));
+            d.reply(&greeting(caps));
             d.request(&login(caps, "app"));
-            d.response(&packet(2, &ok(0, 2)));
+            d.reply(&packet(2, &ok(0, 2)));
         }
         let sql = "select name from t where id = ? and kind = ?";
         d.request(&prepare(sql));
-        d.response(&prepare_response(5, 1, 2, deprecate));
+        d.reply(&prepare_response(5, 1, 2, deprecate));
         d.request(&prepare("insert into t values (?)"));
-        d.response(&prepare_response(6, 0, 1, deprecate));
+        d.reply(&prepare_response(6, 0, 1, deprecate));
         d.request(&prepare("commit"));
-        d.response(&prepare_response(7, 0, 0, deprecate));
+        d.reply(&prepare_response(7, 0, 0, deprecate));
         d.request(&stmt(0x17, 5, b"\x00\x01\x00\x00\x00"));
-        d.response(&result_set(1, 1, 2, deprecate));
+        d.reply(&result_set(1, 1, 2, deprecate));
         d.request(&stmt(0x1a, 6, b""));
-        d.response(&packet(1, &ok(0, 2)));
+        d.reply(&packet(1, &ok(0, 2)));
         d.request(&stmt(0x19, 5, b""));
         d.request(&stmt(0x17, 5, b"\x00\x01\x00\x00\x00"));
-        d.response(&packet(
+        d.reply(&packet(
             1,
             &err(1243, "HY000", "Unknown prepared statement handler"),
         ));
@@ -379,12 +326,12 @@ fn prepared_statements_carry_their_sql() {
 
 #[test]
 fn mariadb_direct_execution_uses_the_statement_prepared_last() {
-    let mut d = Drive::new();
+    let mut d = drive();
     let mut pipelined = prepare("select ? + 1");
     pipelined.extend(stmt(0x17, u32::MAX, b"\x00\x01\x00\x00\x00"));
     d.request(&pipelined);
-    d.response(&prepare_response(9, 1, 1, false));
-    d.response(&result_set(1, 1, 1, false));
+    d.reply(&prepare_response(9, 1, 1, false));
+    d.reply(&result_set(1, 1, 1, false));
     assert_eq!(d.out.len(), 2);
     assert_eq!(d.out[1].request_type, "COM_STMT_EXECUTE");
     assert_eq!(d.out[1].request_resource, "select ? + 1");
@@ -393,26 +340,26 @@ fn mariadb_direct_execution_uses_the_statement_prepared_last() {
 
 #[test]
 fn authentication_exchanges_and_login_errors() {
-    let mut d = Drive::new();
-    d.response(&greeting(CAPS));
+    let mut d = drive();
+    d.reply(&greeting(CAPS));
     d.request(&login(CAPS, "root"));
     // auth switch request, the client's answer, more data, OK
-    d.response(&packet(
+    d.reply(&packet(
         2,
         b"\xfemysql_native_password\0abcdefghijklmnopqrst\0",
     ));
     d.request(&packet(3, b"01234567890123456789"));
-    d.response(&packet(4, b"\x01\x03"));
+    d.reply(&packet(4, b"\x01\x03"));
     assert!(d.out.is_empty());
-    d.response(&packet(5, &ok(0, 2)));
+    d.reply(&packet(5, &ok(0, 2)));
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().response_status, ResponseStatus::Ok);
     assert_eq!(d.last().request_length, login(CAPS, "root").len() as u64);
 
-    let mut d = Drive::new();
-    d.response(&greeting(CAPS));
+    let mut d = drive();
+    d.reply(&greeting(CAPS));
     d.request(&login(CAPS, "app"));
-    d.response(&packet(
+    d.reply(&packet(
         2,
         &err(1045, "28000", "Access denied for user 'app'"),
     ));
@@ -423,24 +370,24 @@ fn authentication_exchanges_and_login_errors() {
 
 #[test]
 fn tls_and_compression_make_the_connection_opaque() {
-    let mut d = Drive::new();
-    d.response(&greeting(CAPS | wire::CLIENT_SSL));
+    let mut d = drive();
+    d.reply(&greeting(CAPS | wire::CLIENT_SSL));
     let mut ssl = login(CAPS | wire::CLIENT_SSL, "x");
     ssl.truncate(4 + 32);
     ssl[0] = 32;
     d.request(&ssl);
     d.request(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03");
-    d.response(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03");
+    d.reply(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03");
     d.request(&query("select 1"));
     d.close();
     assert!(d.out.is_empty());
     assert!(d.clean(), "{:?}", d.stats);
 
-    let mut d = Drive::new();
+    let mut d = drive();
     let caps = CAPS | wire::CLIENT_COMPRESS;
-    d.response(&greeting(caps));
+    d.reply(&greeting(caps));
     d.request(&login(caps, "app"));
-    d.response(&packet(2, &ok(0, 2)));
+    d.reply(&packet(2, &ok(0, 2)));
     // compressed packets: 7-byte header
     d.request(b"\x0d\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00\x03select 1");
     d.close();
@@ -448,21 +395,14 @@ fn tls_and_compression_make_the_connection_opaque() {
     assert!(d.clean(), "{:?}", d.stats);
 }
 
-impl Drive {
-    fn close(&mut self) {
-        self.session
-            .close(self.t + 1, &mut self.stats, &mut self.out);
-    }
-}
-
 #[test]
 fn capture_prefixes_and_lost_framing() {
-    let mut d = Drive::new();
+    let mut d = drive();
     // a 20 KB query captured to 1 KiB: its tail is skipped by length
     let long_sql = format!("insert into t values {}", "(1),".repeat(5000));
     let long = query(&long_sql);
-    d.send_capped(Direction::Egress, &long, 1024);
-    d.response(&packet(1, &ok(200, 2)));
+    d.send(Direction::Egress, &long, 1024);
+    d.reply(&packet(1, &ok(200, 2)));
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().request_length, long.len() as u64);
     assert!(d.last().request_resource.len() < 1024);
@@ -477,25 +417,25 @@ fn capture_prefixes_and_lost_framing() {
     // query is reported without response, and the next exchange parses
     d.request(&query("select a from big"));
     let big = result_set(1, 1, 2000, false);
-    d.send_capped(Direction::Ingress, &big, 1024);
+    d.send(Direction::Ingress, &big, 1024);
     assert_eq!(d.out.len(), 2);
     assert_eq!(d.last().response_status, ResponseStatus::Unknown);
     assert_eq!(d.last().response_length, None);
     d.request(&query("select 1"));
-    d.response(&packet(1, &ok(0, 2)));
+    d.reply(&packet(1, &ok(0, 2)));
     assert_eq!(d.out.len(), 3);
     assert_eq!(d.last().response_status, ResponseStatus::Ok);
     assert_eq!(d.stats.parse_errors, 0);
 
     // a result set whose one long row is captured to 1 KiB: skipped by its length
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&query("select doc from docs"));
     let mut row = vec![0xfc, 0x20, 0x4e]; // a 20000-byte column
     row.resize(3 + 20_000, b'd');
     let mut long = packets(1, &[b"\x01", COLUMN_DEF, &eof(2)]);
     long.extend(packet(4, &row));
-    d.send_capped(Direction::Ingress, &long, 1024);
-    d.response(&packet(5, &eof(2)));
+    d.send(Direction::Ingress, &long, 1024);
+    d.reply(&packet(5, &eof(2)));
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().response_status, ResponseStatus::Ok);
     assert_eq!(d.last().response_length, Some(long.len() as u64 + 9));
@@ -504,15 +444,15 @@ fn capture_prefixes_and_lost_framing() {
 
 #[test]
 fn requests_of_16_mib_and_more_span_packets() {
-    let mut d = Drive::new();
+    let mut d = drive();
     let mut first = vec![0xff, 0xff, 0xff, 0x00, 0x03];
     first.extend_from_slice(b"insert into blobs values ('");
     // the first packet, captured to 1 KiB, then the second and last
     let mut head = first.clone();
     head.resize(4 + wire::MAX_PAYLOAD, b'x');
-    d.send_capped(Direction::Egress, &head, 1024);
+    d.send(Direction::Egress, &head, 1024);
     d.request(&packet(1, b"')"));
-    d.response(&packet(2, &ok(1, 2)));
+    d.reply(&packet(2, &ok(1, 2)));
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().request_length, head.len() as u64 + 6);
     assert!(d.last().request_resource.starts_with("insert into blobs"));
@@ -521,31 +461,31 @@ fn requests_of_16_mib_and_more_span_packets() {
 
 #[test]
 fn unexpected_sequence_ids_lose_framing() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&query("select 1"));
-    d.response(&packet(7, &ok(0, 2)));
+    d.reply(&packet(7, &ok(0, 2)));
     assert_eq!(d.stats.parse_errors, 1);
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().response_status, ResponseStatus::Unknown);
     // the next exchange is fine
     d.request(&query("select 2"));
-    d.response(&packet(1, &ok(0, 2)));
+    d.reply(&packet(1, &ok(0, 2)));
     assert_eq!(d.last().response_status, ResponseStatus::Ok);
 }
 
 #[test]
 fn other_commands() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&packet(0, b"\x02shop"));
-    d.response(&packet(1, &ok(0, 2)));
+    d.reply(&packet(1, &ok(0, 2)));
     d.request(&packet(0, b"\x0e"));
-    d.response(&packet(1, &ok(0, 2)));
+    d.reply(&packet(1, &ok(0, 2)));
     d.request(&packet(0, b"\x04items\0"));
-    d.response(&packets(1, &[COLUMN_DEF, COLUMN_DEF, &eof(2)]));
+    d.reply(&packets(1, &[COLUMN_DEF, COLUMN_DEF, &eof(2)]));
     d.request(&packet(0, b"\x09"));
-    d.response(&packet(1, b"Uptime: 100  Threads: 1"));
+    d.reply(&packet(1, b"Uptime: 100  Threads: 1"));
     d.request(&packet(0, b"\x1b\x01\x00"));
-    d.response(&packet(1, &eof(2)));
+    d.reply(&packet(1, &eof(2)));
     d.request(&packet(0, b"\x01"));
     let rows: Vec<(&str, &str)> = d
         .out
@@ -576,28 +516,28 @@ fn other_commands() {
 
 #[test]
 fn local_infile_contents_are_part_of_the_exchange() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&query("load data local infile '/tmp/rows' into table t"));
-    d.response(&packet(1, b"\xfb/tmp/rows"));
+    d.reply(&packet(1, b"\xfb/tmp/rows"));
     // the file: 300 packets, so that sequence ids wrap to 0 (not a command)
     for i in 0..300u32 {
         d.request(&packet((2 + i) as u8, b"\x031,2\n"));
     }
     d.request(&packet(46, b""));
-    d.response(&packet(47, &ok(200, 2)));
+    d.reply(&packet(47, &ok(200, 2)));
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.last().response_status, ResponseStatus::Ok);
     d.request(&query("select 1"));
-    d.response(&packet(1, &ok(0, 2)));
+    d.reply(&packet(1, &ok(0, 2)));
     assert_eq!(d.out.len(), 2);
     assert!(d.clean(), "{:?}", d.stats);
 }
 
 #[test]
 fn query_attributes_are_skipped() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&packet(0, b"\x03\x00\x01select 1"));
-    d.response(&packet(1, &ok(0, 2)));
+    d.reply(&packet(1, &ok(0, 2)));
     assert_eq!(d.last().request_resource, "select 1");
 }
 

@@ -1,8 +1,8 @@
 //! Codec and detection tests with messages built from the protocol documentation.
 
 use super::*;
-use crate::session::{SeqStep, SyscallMeta};
-use crate::{ConversationStats, L7Record, ResponseStatus};
+use crate::ResponseStatus;
+use crate::framed::CodecWire;
 
 /// A typed message.
 fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -85,113 +85,66 @@ fn row_set(rows: usize) -> Vec<u8> {
 }
 
 /// A server-side session fed syscall by syscall.
-struct Drive {
-    session: FramedSession<PgCodec>,
-    stats: ConversationStats,
-    out: Vec<L7Record>,
-    t: u64,
+type Drive = CodecWire<PgCodec>;
+
+fn drive() -> Drive {
+    CodecWire::new(PgCodec::default(), Role::Server)
 }
 
-impl Drive {
-    fn new() -> Self {
-        Drive {
-            session: FramedSession::new(
-                PgCodec::default(),
-                Role::Server,
-                &ConversationConfig::default(),
-            ),
-            stats: ConversationStats::default(),
-            out: Vec::new(),
-            t: 0,
-        }
-    }
-
-    fn send_capped(&mut self, direction: Direction, bytes: &[u8], cap: usize) {
-        self.t += 1000;
-        let meta = SyscallMeta {
-            enter_ns: self.t,
-            exit_ns: self.t + 10,
-            seq: None,
-            tid: 1,
-        };
-        let captured = &bytes[..cap.min(bytes.len())];
-        self.session.feed(
-            direction,
-            &meta,
-            SeqStep::default(),
-            captured,
-            (bytes.len() - captured.len()) as u64,
-            &mut self.stats,
-            &mut self.out,
-        );
-    }
-
-    fn request(&mut self, bytes: &[u8]) {
-        self.send_capped(Direction::Ingress, bytes, usize::MAX);
-    }
-
-    fn response(&mut self, bytes: &[u8]) {
-        self.send_capped(Direction::Egress, bytes, usize::MAX);
-    }
-
-    fn rows(&self) -> Vec<(&str, &str, ResponseStatus, &str)> {
-        self.out
-            .iter()
-            .map(|r| {
-                (
-                    r.request_type.as_str(),
-                    r.request_resource.as_str(),
-                    r.response_status,
-                    r.response_exception.as_str(),
-                )
-            })
-            .collect()
-    }
-
-    fn clean(&self) -> bool {
-        self.stats.parse_errors == 0 && self.stats.resyncs == 0
-    }
+/// (request type, resource, status, exception) of every row.
+fn rows(d: &Drive) -> Vec<(&str, &str, ResponseStatus, &str)> {
+    d.out
+        .iter()
+        .map(|r| {
+            (
+                r.request_type.as_str(),
+                r.request_resource.as_str(),
+                r.response_status,
+                r.response_exception.as_str(),
+            )
+        })
+        .collect()
 }
 
 const OK: ResponseStatus = ResponseStatus::Ok;
 
 #[test]
 fn startup_and_simple_queries() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&SSL_REQUEST);
-    d.response(b"N");
+    d.reply(b"N");
     d.request(&startup(&[
         ("user", "app"),
         ("database", "bench"),
         ("application_name", "psql"),
     ]));
-    d.response(&msg(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0"));
+    d.reply(&msg(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0"));
     d.request(&msg(b'p', b"SCRAM-SHA-256\0\0\0\0\x04abcd"));
     let mut rest = msg(b'R', b"\0\0\0\0");
     rest.extend(msg(b'S', b"server_version\x0015.18\0"));
     rest.extend(msg(b'K', b"\0\0\x30\x39\x12\x34\x56\x78"));
     rest.extend(ready());
-    d.response(&rest);
+    d.reply(&rest);
     let mut select = row_set(2);
     select.extend(complete("SELECT 2"));
     select.extend(ready());
     d.request(&q("SELECT abalance FROM pgbench_accounts WHERE aid = 1;"));
-    d.response(&select);
+    d.reply(&select);
     d.request(&q("selec 1"));
     let mut failed = error("ERROR", "42601", "syntax error at or near \"selec\"");
     failed.extend(ready());
-    d.response(&failed[..20]);
-    d.response(&failed[20..]);
+    d.reply(&failed[..20]);
+    d.reply(&failed[20..]);
     d.request(&q("BEGIN; UPDATE t SET a = 1; END"));
     let mut multi = complete("BEGIN");
     multi.extend(complete("UPDATE 3"));
     multi.extend(msg(b'N', b"SWARNING\0C01000\0Mnote\0\0"));
     multi.extend(complete("COMMIT"));
     multi.extend(ready());
-    d.response(&multi);
+    d.reply(&multi);
     d.request(&msg(b'X', b""));
     assert_eq!(
-        d.rows(),
+        rows(&d),
         [
             ("ssl request", "", OK, ""),
             ("startup", "user=app database=bench", OK, ""),
@@ -218,7 +171,7 @@ fn startup_and_simple_queries() {
 
 #[test]
 fn extended_and_prepared_queries() {
-    let mut d = Drive::new();
+    let mut d = drive();
     // pgbench -M extended: unnamed statement, all in one write
     let sql = "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;";
     let mut batch = parse("", sql);
@@ -232,18 +185,18 @@ fn extended_and_prepared_queries() {
     answer.extend(msg(b'n', b""));
     answer.extend(complete("UPDATE 1"));
     answer.extend(ready());
-    d.response(&answer);
+    d.reply(&answer);
     // pgbench -M prepared: Parse/Sync once, then Bind/Describe/Execute/Sync
     let select = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
     d.request(&[parse("P_2", select), sync()].concat());
-    d.response(&[msg(b'1', b""), ready()].concat());
+    d.reply(&[msg(b'1', b""), ready()].concat());
     for _ in 0..2 {
         d.request(&[bind("", "P_2"), msg(b'D', b"P\0"), execute(""), sync()].concat());
         let mut rows = msg(b'2', b"");
         rows.extend(row_set(1));
         rows.extend(complete("SELECT 1"));
         rows.extend(ready());
-        d.response(&rows);
+        d.reply(&rows);
     }
     // an error in an extended exchange: the server skips to Sync
     d.request(
@@ -255,7 +208,7 @@ fn extended_and_prepared_queries() {
         ]
         .concat(),
     );
-    d.response(
+    d.reply(
         &[
             error("ERROR", "42P01", "relation \"nope\" does not exist"),
             ready(),
@@ -264,9 +217,9 @@ fn extended_and_prepared_queries() {
     );
     // closing the statement forgets it
     d.request(&[msg(b'C', b"SP_2\0"), sync()].concat());
-    d.response(&[msg(b'3', b""), ready()].concat());
+    d.reply(&[msg(b'3', b""), ready()].concat());
     d.request(&[bind("", "P_2"), execute(""), sync()].concat());
-    d.response(
+    d.reply(
         &[
             error(
                 "ERROR",
@@ -278,7 +231,7 @@ fn extended_and_prepared_queries() {
         .concat(),
     );
     assert_eq!(
-        d.rows(),
+        rows(&d),
         [
             ("parse", sql, OK, ""),
             ("parse", select, OK, ""),
@@ -306,17 +259,17 @@ fn extended_and_prepared_queries() {
 
 #[test]
 fn refused_logins_tls_and_cancel() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&startup(&[("user", "app")]));
-    d.response(&msg(b'R', b"\0\0\0\x05salt"));
+    d.reply(&msg(b'R', b"\0\0\0\x05salt"));
     d.request(&msg(b'p', b"md5abcdef\0"));
-    d.response(&error(
+    d.reply(&error(
         "FATAL",
         "28P01",
         "password authentication failed for user \"app\"",
     ));
     assert_eq!(
-        d.rows(),
+        rows(&d),
         [(
             "startup",
             "user=app",
@@ -326,9 +279,9 @@ fn refused_logins_tls_and_cancel() {
     );
 
     // a FATAL error ends any exchange (the server closes)
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&q("select pg_sleep(100)"));
-    d.response(&error(
+    d.reply(&error(
         "FATAL",
         "57P01",
         "terminating connection due to administrator command",
@@ -336,63 +289,63 @@ fn refused_logins_tls_and_cancel() {
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.out[0].response_status, ResponseStatus::ServerError);
 
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(&SSL_REQUEST);
-    d.response(b"S");
+    d.reply(b"S");
     d.request(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03");
-    d.response(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03");
+    d.reply(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03");
     d.request(&q("select 1"));
-    assert_eq!(d.rows(), [("ssl request", "", OK, "")]);
+    assert_eq!(rows(&d), [("ssl request", "", OK, "")]);
     assert!(d.clean(), "{:?}", d.stats);
 
-    let mut d = Drive::new();
+    let mut d = drive();
     let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
     cancel.extend_from_slice(&[0, 0, 0x30, 0x39, 1, 2, 3, 4]);
     d.request(&cancel);
-    assert_eq!(d.rows(), [("cancel request", "", OK, "")]);
+    assert_eq!(rows(&d), [("cancel request", "", OK, "")]);
 }
 
 #[test]
 fn copy_and_unsolicited_messages() {
-    let mut d = Drive::new();
+    let mut d = drive();
     // between exchanges: a notification and a parameter change, skipped
-    d.response(&msg(b'A', b"\0\0\0\x01chan\0\0"));
+    d.reply(&msg(b'A', b"\0\0\0\x01chan\0\0"));
     d.request(&q("copy t from stdin"));
-    d.response(&msg(b'G', b"\0\0\x01\0\0"));
+    d.reply(&msg(b'G', b"\0\0\x01\0\0"));
     d.request(&msg(b'd', b"1\tone\n"));
     d.request(&msg(b'd', b"2\ttwo\n"));
     d.request(&msg(b'c', b""));
-    d.response(&[complete("COPY 2"), ready()].concat());
-    assert_eq!(d.rows(), [("simple query", "copy t from stdin", OK, "")]);
+    d.reply(&[complete("COPY 2"), ready()].concat());
+    assert_eq!(rows(&d), [("simple query", "copy t from stdin", OK, "")]);
     assert!(d.clean(), "{:?}", d.stats);
 }
 
 #[test]
 fn capture_prefixes_and_lost_framing() {
-    let mut d = Drive::new();
+    let mut d = drive();
     // a long result set in 8 KiB syscalls, each captured to 1 KiB
     d.request(&q("select g from generate_series(1, 3000) g"));
     let mut rows = row_set(3000);
     rows.extend(complete("SELECT 3000"));
     rows.extend(ready());
     for part in rows.chunks(8192) {
-        d.send_capped(Direction::Egress, part, 1024);
+        d.send(Direction::Egress, part, 1024);
     }
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.out[0].response_status, ResponseStatus::Unknown);
     assert_eq!(d.stats.parse_errors, 0);
     // the next exchange is whole
     d.request(&q("select 1"));
-    d.response(&[row_set(1), complete("SELECT 1"), ready()].concat());
+    d.reply(&[row_set(1), complete("SELECT 1"), ready()].concat());
     assert_eq!(d.out.len(), 2);
     assert_eq!(d.out[1].response_status, OK);
     assert_eq!(d.stats.parse_errors, 0);
 
     // one long message captured to 1 KiB: skipped by its length
-    let mut d = Drive::new();
+    let mut d = drive();
     let long = format!("insert into t values {}", "(1),".repeat(3000));
-    d.send_capped(Direction::Ingress, &q(&long), 1024);
-    d.response(&[complete("INSERT 0 3000"), ready()].concat());
+    d.send(Direction::Ingress, &q(&long), 1024);
+    d.reply(&[complete("INSERT 0 3000"), ready()].concat());
     assert_eq!(d.out.len(), 1);
     assert!(
         d.out[0]
@@ -405,11 +358,11 @@ fn capture_prefixes_and_lost_framing() {
 
 #[test]
 fn garbage_loses_framing() {
-    let mut d = Drive::new();
+    let mut d = drive();
     d.request(b"\x7fnot a message");
     assert_eq!(d.stats.parse_errors, 1);
     d.request(&q("select 1"));
-    d.response(b"?\0\0\0\x04");
+    d.reply(b"?\0\0\0\x04");
     assert_eq!(d.stats.parse_errors, 2);
     assert_eq!(d.out.len(), 1);
     assert_eq!(d.out[0].response_status, ResponseStatus::Unknown);

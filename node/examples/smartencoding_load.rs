@@ -50,11 +50,11 @@ use clap::Parser;
 use datafusion::{
     arrow::{
         array::{Array, ArrayRef, AsArray, StringArray, TimestampMicrosecondArray, UInt32Array},
-        datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt32Type},
+        datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit, UInt32Type},
         record_batch::RecordBatch,
     },
     parquet::{
-        arrow::arrow_reader::ParquetRecordBatchReaderBuilder,
+        arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
         file::reader::{FileReader, SerializedFileReader},
     },
 };
@@ -135,6 +135,17 @@ struct Args {
     /// Buffered bytes that trigger a flush (the node's default is 64 MiB).
     #[arg(long, default_value_t = StorageConfig::default().flush_threshold_bytes)]
     flush_threshold_bytes: usize,
+    /// How the input's string columns are decoded and handed to the encoder: as Arrow
+    /// dictionaries (Parquet's dictionary pages kept; the encoder interns each batch's
+    /// dictionary values and maps the keys) or as plain strings (hashed per row).
+    #[arg(long, value_enum, default_value_t = InputStrings::Dictionary)]
+    strings: InputStrings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum InputStrings {
+    Dictionary,
+    Plain,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -219,6 +230,7 @@ async fn main() -> Result<()> {
         "tag_bytes_per_row": compacted.tag_bytes() as f64 / rows,
         "row_bytes_per_row": compacted.row_bytes() as f64 / rows,
         "codec": "ZSTD(3)",
+        "input_strings": format!("{:?}", args.strings).to_lowercase(),
         "insert_cpu_s": round3(loaded.cpu.total),
         "flush_cpu_s": round3(loaded.cpu.flush),
         "insert_cpu_breakdown_s": loaded.cpu.json(),
@@ -338,9 +350,30 @@ async fn load(args: &Args, shard: &Shard, encoder: &TagEncoder) -> Result<Loaded
     let mut cpu = CpuSteps::default();
     let file = File::open(&args.input)
         .with_context(|| format!("failed to open {}", args.input.display()))?;
-    let mut reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(args.batch_rows)
-        .build()?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    if args.strings == InputStrings::Dictionary {
+        // string columns as Arrow dictionaries, straight from Parquet's dictionary pages
+        let hint = Schema::new(
+            builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(DataType::Utf8),
+                    )),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        );
+        let file = File::open(&args.input)?;
+        builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file,
+            ArrowReaderOptions::new().with_schema(Arc::new(hint)),
+        )?;
+    }
+    let mut reader = builder.with_batch_size(args.batch_rows).build()?;
     let mut resources = Resources::default();
     let mut rows = 0u64;
     let mut next_report = 1_000_000u64;
@@ -417,11 +450,38 @@ fn l7_logical_batch(input: &RecordBatch) -> Result<RecordBatch> {
     Ok(input.project(&indices)?)
 }
 
-fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    batch
+/// A string column of the input, plain or dictionary-encoded (`--strings`).
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Plain(&'a StringArray),
+    Dictionary(&'a [i32], &'a StringArray),
+}
+
+impl<'a> Text<'a> {
+    fn value(&self, i: usize) -> &'a str {
+        match self {
+            Text::Plain(a) => a.value(i),
+            Text::Dictionary(keys, values) => values.value(keys[i] as usize),
+        }
+    }
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<Text<'a>> {
+    let column = batch
         .column_by_name(name)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .with_context(|| format!("column {name} is missing or not a string column"))
+        .with_context(|| format!("input has no column {name}"))?;
+    if let Some(a) = column.as_string_opt::<i32>() {
+        return Ok(Text::Plain(a));
+    }
+    let dictionary = column
+        .as_dictionary_opt::<Int32Type>()
+        .with_context(|| format!("column {name} is not a string column"))?;
+    ensure!(dictionary.null_count() == 0, "column {name} has nulls");
+    let values = dictionary
+        .values()
+        .as_string_opt::<i32>()
+        .with_context(|| format!("column {name} is not a dictionary of strings"))?;
+    Ok(Text::Dictionary(dictionary.keys().values(), values))
 }
 
 fn u32s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a UInt32Array> {
@@ -464,12 +524,12 @@ struct Resources {
 /// One side's derived columns in an input batch.
 struct SideColumns<'a> {
     pod_ids: &'a UInt32Array,
-    pod: &'a StringArray,
-    service: &'a StringArray,
-    namespace: &'a StringArray,
-    node: &'a StringArray,
-    ip: &'a StringArray,
-    kname: &'a StringArray,
+    pod: Text<'a>,
+    service: Text<'a>,
+    namespace: Text<'a>,
+    node: Text<'a>,
+    ip: Text<'a>,
+    kname: Text<'a>,
     pid: &'a UInt32Array,
 }
 

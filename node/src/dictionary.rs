@@ -6,8 +6,11 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use datafusion::arrow::{
-    array::{ArrayRef, AsArray, UInt32Array},
-    datatypes::SchemaRef,
+    array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array},
+    datatypes::{
+        ArrowDictionaryKeyType, ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type,
+        Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    },
     record_batch::RecordBatch,
 };
 use flowmesh_consensus::{
@@ -135,8 +138,9 @@ impl TagEncoder {
         }
     }
 
-    /// `batch` (tags as strings) in its table's stored schema (tags as ids). Strings the
-    /// dictionary lacks are interned, one proposal per column at most.
+    /// `batch` (tags as strings, or dictionaries of strings) in its table's stored schema
+    /// (tags as ids). Strings the dictionary lacks are interned, one proposal per column at
+    /// most (per 4096 new strings).
     pub async fn encode(
         &self,
         table: &str,
@@ -153,13 +157,10 @@ impl TagEncoder {
                 columns.push(Arc::clone(column));
                 continue;
             };
-            let strings = column
-                .as_string_opt::<i32>()
-                .ok_or_else(|| EncodeError::NotStrings {
-                    table: table.to_string(),
-                    column: schema.field(i).name().clone(),
-                })?;
-            columns.push(Arc::new(self.encode_column(*kind, strings).await?));
+            let encoded = self
+                .encode_any(table, schema.field(i).name(), *kind, column)
+                .await?;
+            columns.push(Arc::new(encoded));
         }
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     }
@@ -207,28 +208,119 @@ impl TagEncoder {
         Ok(())
     }
 
+    /// A tag column (strings, or a dictionary of strings) as ids.
+    async fn encode_any(
+        &self,
+        table: &str,
+        column: &str,
+        kind: TagKind,
+        array: &ArrayRef,
+    ) -> Result<UInt32Array, EncodeError> {
+        let not_strings = || EncodeError::NotStrings {
+            table: table.to_string(),
+            column: column.to_string(),
+        };
+        if let Some(strings) = array.as_string_opt::<i32>() {
+            return self.encode_column(kind, strings).await;
+        }
+        let DataType::Dictionary(key, _) = array.data_type() else {
+            return Err(not_strings());
+        };
+        macro_rules! by_key {
+            ($($variant:ident => $key:ty),*) => {
+                match key.as_ref() {
+                    $(DataType::$variant => {
+                        self.encode_dictionary(kind, array.as_dictionary::<$key>())
+                            .await?
+                            .ok_or_else(not_strings)
+                    })*
+                    _ => Err(not_strings()),
+                }
+            };
+        }
+        by_key!(
+            Int8 => Int8Type, Int16 => Int16Type, Int32 => Int32Type, Int64 => Int64Type,
+            UInt8 => UInt8Type, UInt16 => UInt16Type, UInt32 => UInt32Type, UInt64 => UInt64Type
+        )
+    }
+
+    /// Ids for a string column. Each distinct string is hashed once per row and interned
+    /// once per batch, in first-seen order.
     async fn encode_column(
         &self,
         kind: TagKind,
-        strings: &datafusion::arrow::array::StringArray,
+        strings: &StringArray,
     ) -> Result<UInt32Array, EncodeError> {
-        // a batch repeats few distinct tags: intern each once, in first-seen order
-        let mut distinct: HashMap<&str, usize> = HashMap::new();
+        let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
         let mut order: Vec<&str> = Vec::new();
-        for s in strings.iter().flatten() {
-            distinct.entry(s).or_insert_with(|| {
+        let mut slots: Vec<u32> = Vec::with_capacity(strings.len());
+        for i in 0..strings.len() {
+            if strings.is_null(i) {
+                slots.push(0);
+                continue;
+            }
+            let s = strings.value(i);
+            let slot = *distinct.entry(s).or_insert_with(|| {
                 order.push(s);
-                order.len() - 1
+                (order.len() - 1) as u32
             });
+            slots.push(slot);
         }
-        let mut ids: Vec<u32> = Vec::with_capacity(order.len());
-        for chunk in order.chunks(INTERN_CHUNK) {
+        let ids = self.intern_all(kind, &order).await?;
+        for slot in slots.iter_mut() {
+            // null rows keep slot 0, masked below; an all-null column has no ids
+            *slot = ids.get(*slot as usize).copied().unwrap_or(0);
+        }
+        Ok(UInt32Array::new(slots.into(), strings.nulls().cloned()))
+    }
+
+    /// Ids for a dictionary-encoded string column: only the dictionary's values that rows
+    /// use are interned, then every key is mapped, with no hashing per row. `None` if the
+    /// dictionary's values are not strings.
+    async fn encode_dictionary<K: ArrowDictionaryKeyType>(
+        &self,
+        kind: TagKind,
+        dictionary: &DictionaryArray<K>,
+    ) -> Result<Option<UInt32Array>, EncodeError> {
+        let Some(values) = dictionary.values().as_string_opt::<i32>() else {
+            return Ok(None);
+        };
+        let keys = dictionary.keys();
+        let mut used = vec![false; values.len()];
+        for key in keys.iter().flatten() {
+            if let Some(u) = used.get_mut(key.as_usize()) {
+                *u = true;
+            }
+        }
+        let mut order: Vec<&str> = Vec::new();
+        let mut first: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::new();
+        // per dictionary value: its position in `order`, or None (unused or null)
+        let mut slot: Vec<Option<usize>> = vec![None; values.len()];
+        for (v, used) in used.iter().enumerate() {
+            if *used && values.is_valid(v) {
+                let s = values.value(v);
+                slot[v] = Some(*first.entry(s).or_insert_with(|| {
+                    order.push(s);
+                    order.len() - 1
+                }));
+            }
+        }
+        let ids = self.intern_all(kind, &order).await?;
+        let by_value: Vec<Option<u32>> = slot.iter().map(|s| s.map(|s| ids[s])).collect();
+        Ok(Some(
+            keys.iter()
+                .map(|key| key.and_then(|k| by_value.get(k.as_usize()).copied().flatten()))
+                .collect(),
+        ))
+    }
+
+    /// Ids for `strings` (distinct), interned in chunks the dictionary accepts.
+    async fn intern_all(&self, kind: TagKind, strings: &[&str]) -> Result<Vec<u32>, EncodeError> {
+        let mut ids: Vec<u32> = Vec::with_capacity(strings.len());
+        for chunk in strings.chunks(INTERN_CHUNK) {
             ids.extend(self.client.intern(kind, chunk).await?);
         }
-        Ok(strings
-            .iter()
-            .map(|s| s.map(|s| ids[distinct[s]]))
-            .collect::<UInt32Array>())
+        Ok(ids)
     }
 }
 
@@ -272,17 +364,22 @@ impl TagDictionary for QueryDictionary {
 mod tests {
     use super::*;
 
+    /// A one-voter dictionary under `dir`, with its leader elected.
+    async fn single_node(dir: &std::path::Path) -> Dictionary {
+        let config = ConsensusConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("consensus"),
+            ..ConsensusConfig::default()
+        };
+        Dictionary::start(config, Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_round_trip_through_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let config = ConsensusConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("consensus"),
-            ..ConsensusConfig::default()
-        };
-        let dictionary = Dictionary::start(config, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let dictionary = single_node(dir.path()).await;
         let defs = tables::table_defs();
         let encoder = TagEncoder::new(dictionary.client(), &defs);
         let tags = tables::NodeTags {
@@ -349,6 +446,78 @@ mod tests {
         assert!(matches!(
             encoder.encode("flow_log.nope", &batch).await,
             Err(EncodeError::UnknownTable(_))
+        ));
+        dictionary.shutdown().await;
+    }
+
+    /// A dictionary-encoded column gets the ids its strings get as plain strings: nulls stay
+    /// null (a null key or a null value), unused values are not interned, and a value
+    /// repeated in the dictionary gets one id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dictionary_columns_encode_like_strings() {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let dictionary = single_node(dir.path()).await;
+        let field = flowmesh_query_planner::tags::tag_field("endpoint", "endpoint", true);
+        let def = TableDef {
+            name: "t".into(),
+            schema: Arc::new(Schema::new(vec![field])),
+            sort_columns: vec![],
+        };
+        let encoder = TagEncoder::new(dictionary.client(), std::slice::from_ref(&def));
+        let batch = |column: ArrayRef| {
+            let schema = Schema::new(vec![Field::new(
+                "endpoint",
+                column.data_type().clone(),
+                true,
+            )]);
+            RecordBatch::try_new(Arc::new(schema), vec![column]).unwrap()
+        };
+        let rows = [Some("/b"), None, Some("/a"), Some("/b"), None, Some("/a")];
+        let plain: ArrayRef = Arc::new(StringArray::from(rows.to_vec()));
+        // keys 0..: "/a", "/unused", "/b", null value, "/a" again
+        let values = StringArray::from(vec![
+            Some("/a"),
+            Some("/unused"),
+            Some("/b"),
+            None,
+            Some("/a"),
+        ]);
+        let keys = datafusion::arrow::array::Int32Array::from(vec![
+            Some(2),
+            None,
+            Some(4),
+            Some(2),
+            Some(3),
+            Some(0),
+        ]);
+        let dictionary_column: ArrayRef =
+            Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap());
+        let from_dictionary = encoder
+            .encode("t", &batch(dictionary_column))
+            .await
+            .unwrap();
+        let from_strings = encoder.encode("t", &batch(plain)).await.unwrap();
+        let ids = from_dictionary.column(0).as_primitive::<UInt32Type>();
+        assert_eq!(ids, from_strings.column(0).as_primitive::<UInt32Type>());
+        assert_eq!(ids.null_count(), 2);
+        assert!(ids.is_null(1) && ids.is_null(4));
+        assert_eq!(ids.value(2), ids.value(5));
+        assert_ne!(ids.value(0), ids.value(2));
+        let q = QueryDictionary(dictionary.client());
+        assert_eq!(q.decode("endpoint", ids.value(0)).as_deref(), Some("/b"));
+        assert_eq!(q.lookup("endpoint", "/unused"), None);
+        // a dictionary of numbers is not a tag column
+        let numbers: ArrayRef = Arc::new(
+            DictionaryArray::<Int32Type>::try_new(
+                datafusion::arrow::array::Int32Array::from(vec![0]),
+                Arc::new(UInt32Array::from(vec![7])),
+            )
+            .unwrap(),
+        );
+        assert!(matches!(
+            encoder.encode("t", &batch(numbers)).await,
+            Err(EncodeError::NotStrings { .. })
         ));
         dictionary.shutdown().await;
     }

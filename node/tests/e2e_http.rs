@@ -178,6 +178,10 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
 
     // 4. per-row fields against what curl measured
     let worker = nginx.worker_pid();
+    let lowest_nginx_port = [p_single, p_keepalive, p_concurrent]
+        .into_iter()
+        .min()
+        .unwrap();
     let mut measured = HashMap::new();
     for i in 0..20 {
         let id = format!("e2e-{i}");
@@ -191,7 +195,7 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
          endpoint, response_code, response_status, CAST(response_duration AS BIGINT), CAST(request_length AS BIGINT), \
          CAST(response_length AS BIGINT), CAST(process_id_0 AS BIGINT), CAST(process_id_1 AS BIGINT), process_kname_0, \
          process_kname_1, CAST(req_tcp_seq AS BIGINT), CAST(resp_tcp_seq AS BIGINT), ip_0, ip_1, CAST(client_port AS BIGINT), \
-         protocol, signal_source FROM flow_log.l7_flow_log WHERE server_port = {p_single} \
+         protocol, signal_source, auto_service_0, auto_service_1 FROM flow_log.l7_flow_log WHERE server_port = {p_single} \
          AND x_request_id_0 LIKE 'e2e-%'"
     );
     let rows = wait_for(Duration::from_secs(5), "the 40 identified rows", || {
@@ -241,6 +245,9 @@ fn spine_counts_requests_exactly_and_survives_kill_9() {
         assert_eq!(r[13].as_i64(), Some(worker as i64), "{id}: server pid");
         assert_eq!(r[14], "curl");
         assert_eq!(r[15], "nginx");
+        // auto_service: curl listens on nothing; nginx is named by its lowest port
+        assert_eq!(r[23], "curl");
+        assert_eq!(r[24], Value::from(format!("nginx:{lowest_nginx_port}")));
         assert_eq!(
             (r[18].as_str(), r[19].as_str()),
             (Some("127.0.0.1"), Some("127.0.0.1"))

@@ -1,7 +1,16 @@
 //! AutoTagging of processes: what /proc says about a pid — name, command line, executable,
-//! container, start time — cached per pid for a short while (pids get reused, names
-//! change). Each process instance is a resource (`gprocess`, DESIGN.md §5): rows store its
-//! key, and its attributes are registered once per version in the dictionary.
+//! container, start time, the TCP ports it listens on — cached per pid for a short while
+//! (pids get reused, names change). Each process instance is a resource (`gprocess`,
+//! DESIGN.md §5): rows store its key, and its attributes are registered once per version in
+//! the dictionary.
+//!
+//! `auto_service` is inferred from the listening process and port: a process listening on
+//! TCP ports is the service `name:lowest port` (`nginx:80`, `redis-server:6379`), wherever
+//! it appears, as a server or as a client of another service; a process that listens on
+//! nothing (curl, a batch job) is its name. Listening sockets are the process's socket fds
+//! found in LISTEN state in its network namespace's `/proc/<pid>/net/tcp{,6}`, so
+//! inherited sockets (an nginx worker's) and containers' namespaces count. UDP servers
+//! (DNS) have no listening state and keep their name.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -17,7 +26,7 @@ pub struct ProcessInfo {
     pub key: Arc<str>,
     /// `/proc/<pid>/comm`, the main thread's name (`process_kname`).
     pub name: Arc<str>,
-    /// `auto_service`: the process name until richer sources (Kubernetes) are configured.
+    /// `auto_service`: `name:port` with the lowest TCP port it listens on, else its name.
     pub service: Arc<str>,
     pub cmdline: Arc<str>,
     pub exe: Arc<str>,
@@ -33,12 +42,14 @@ impl ProcessInfo {
         (
             &self.key,
             &self.name,
+            &self.service,
             &self.cmdline,
             &self.exe,
             &self.container_id,
         ) == (
             &other.key,
             &other.name,
+            &other.service,
             &other.cmdline,
             &other.exe,
             &other.container_id,
@@ -53,7 +64,14 @@ pub struct Processes {
     ticks_per_second: i64,
     infos: HashMap<u32, (Arc<ProcessInfo>, u64)>,
     new: Vec<Arc<ProcessInfo>>,
+    /// Per network namespace (its inode): when read, and socket inode → listening port.
+    listeners: HashMap<u64, (u64, HashMap<u64, u16>)>,
 }
+
+/// How long a network namespace's table of listening sockets is reused.
+const LISTENERS_TTL_NS: u64 = 1_000_000_000;
+/// Network namespaces whose listening sockets are kept at most.
+const MAX_NAMESPACES: usize = 1024;
 
 impl Processes {
     pub fn new(node: Arc<str>) -> Self {
@@ -72,6 +90,7 @@ impl Processes {
             ticks_per_second: ticks,
             infos: HashMap::new(),
             new: Vec::new(),
+            listeners: HashMap::new(),
         }
     }
 
@@ -117,7 +136,7 @@ impl Processes {
         std::mem::take(&mut self.new)
     }
 
-    fn read(&self, pid: u32, fallback: &str, now_ns: u64) -> ProcessInfo {
+    fn read(&mut self, pid: u32, fallback: &str, now_ns: u64) -> ProcessInfo {
         let proc = |file: &str| std::fs::read(format!("/proc/{pid}/{file}")).ok();
         let name: Arc<str> = proc("comm")
             .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
@@ -145,9 +164,13 @@ impl Processes {
         let container_id = proc("cgroup")
             .map(|b| container_id(&String::from_utf8_lossy(&b)))
             .unwrap_or_default();
+        let service: Arc<str> = match self.listening_ports(pid, now_ns).first() {
+            Some(port) => format!("{name}:{port}").into(),
+            None => Arc::clone(&name),
+        };
         ProcessInfo {
             key: format!("{}/{pid}/{start_ticks}", self.node).into(),
-            service: Arc::clone(&name),
+            service,
             name,
             cmdline: cmdline.into(),
             exe: exe.into(),
@@ -156,6 +179,76 @@ impl Processes {
                 + (start_ticks as i64).saturating_mul(1_000_000) / self.ticks_per_second.max(1),
         }
     }
+}
+
+impl Processes {
+    /// The TCP ports `pid` listens on, ascending: its socket fds that its network
+    /// namespace's table shows listening. Empty if /proc denies or lacks any of it.
+    fn listening_ports(&mut self, pid: u32, now_ns: u64) -> Vec<u16> {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return Vec::new();
+        };
+        let sockets: Vec<u64> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|target| socket_inode(&target.to_string_lossy()))
+            .collect();
+        if sockets.is_empty() {
+            return Vec::new();
+        }
+        let Some(netns) = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        else {
+            return Vec::new();
+        };
+        let fresh = matches!(self.listeners.get(&netns),
+            Some((at, _)) if now_ns.saturating_sub(*at) < LISTENERS_TTL_NS);
+        if !fresh {
+            if self.listeners.len() >= MAX_NAMESPACES {
+                self.listeners.clear();
+            }
+            let mut table = HashMap::new();
+            for file in ["tcp", "tcp6"] {
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
+                    table.extend(listening_sockets(&text));
+                }
+            }
+            self.listeners.insert(netns, (now_ns, table));
+        }
+        let table = &self.listeners[&netns].1;
+        let mut ports: Vec<u16> = sockets
+            .iter()
+            .filter_map(|i| table.get(i))
+            .copied()
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+/// The inode of a `/proc/<pid>/fd` link's target `socket:[12345]`.
+fn socket_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Socket inode → local port of the LISTEN (state `0A`) rows of a `/proc/net/tcp` or
+/// `tcp6` table. Lines that do not parse are skipped.
+fn listening_sockets(table: &str) -> impl Iterator<Item = (u64, u16)> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(3) != Some(&"0A") {
+            return None;
+        }
+        let port = u16::from_str_radix(fields.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+        let inode = fields.get(9)?.parse().ok()?;
+        Some((inode, port))
+    })
 }
 
 /// Clock ticks per second (`CLK_TCK`), from the auxiliary vector the kernel gave this
@@ -245,6 +338,66 @@ mod tests {
         assert_eq!(&*gone.name, "gone");
         assert_eq!(&*gone.key, &format!("host-a/{}/exited/gone", u32::MAX - 1));
         assert_eq!(p.take_new(), vec![gone]);
+    }
+
+    /// A listening socket names the service, with the lowest port; a connected socket
+    /// and a UDP socket do not.
+    #[test]
+    fn service_is_the_name_and_lowest_listening_port() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let _udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _conn = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
+        let ports = {
+            let mut p = vec![
+                a.local_addr().unwrap().port(),
+                b.local_addr().unwrap().port(),
+            ];
+            p.sort_unstable();
+            p
+        };
+        let mut p = Processes::new("host-a".into());
+        let mine = p.listening_ports(std::process::id(), 1);
+        // other tests of this binary may listen at the same time: ours must be there, and
+        // the accepted or connecting side of `_conn` must not add its ephemeral port
+        assert!(
+            ports.iter().all(|port| mine.contains(port)),
+            "{mine:?} vs {ports:?}"
+        );
+        let me = p.get(std::process::id(), "x", 1);
+        assert_eq!(&*me.service, format!("{}:{}", me.name, mine[0]));
+        // a process with no sockets is its name
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..500 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim_end() == "sleep") {
+                break; // exec'd
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let sleeper = p.get(child.id(), "x", 1);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!((&*sleeper.name, &*sleeper.service), ("sleep", "sleep"));
+    }
+
+    #[test]
+    fn listening_rows_of_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+   2: garbage
+";
+        assert_eq!(
+            listening_sockets(table).collect::<Vec<_>>(),
+            vec![(4242, 8080)]
+        );
+        assert_eq!(socket_inode("socket:[4242]"), Some(4242));
+        assert_eq!(socket_inode("pipe:[4242]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
     }
 
     #[test]

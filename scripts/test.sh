@@ -12,9 +12,13 @@ apt_install clang-19 llvm-19 libbpf-dev ca-certificates procps python3 openssl \
     nginx curl apache2-utils \
     redis-server redis-tools memcached \
     postgresql postgresql-contrib mariadb-server mariadb-client \
-    dnsmasq-base dnsutils mosquitto mosquitto-clients
+    dnsmasq-base dnsutils mosquitto mosquitto-clients \
+    prometheus prometheus-node-exporter
 # grpcio (PyPI): the gRPC server and client of the HTTP/2 end-to-end test.
 python3 -c 'import grpc' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check grpcio
+# influxdb-client (PyPI): the line protocol writer of the metrics ingest end-to-end test.
+python3 -c 'import influxdb_client' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check influxdb-client
 # Test binaries run one after another (each may load eBPF programs); tests inside one
 # binary run in parallel.
 cargo test --workspace --no-fail-fast "$@"

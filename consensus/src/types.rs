@@ -72,8 +72,12 @@ impl TagKind {
     pub const EXE: TagKind = TagKind(21);
     /// The container a process runs in (from its cgroup).
     pub const CONTAINER_ID: TagKind = TagKind(22);
+    /// A metric's name: a Prometheus metric, an Influx measurement or field.
+    pub const METRIC: TagKind = TagKind(23);
+    /// A series' labels (or a point's tags) in canonical form, `a="x",b="y"` sorted by name.
+    pub const SERIES: TagKind = TagKind(24);
     /// Every well-known kind, in id order.
-    pub const WELL_KNOWN: [TagKind; 22] = [
+    pub const WELL_KNOWN: [TagKind; 24] = [
         Self::NODE,
         Self::CLUSTER,
         Self::PROCESS,
@@ -96,6 +100,8 @@ impl TagKind {
         Self::CMDLINE,
         Self::EXE,
         Self::CONTAINER_ID,
+        Self::METRIC,
+        Self::SERIES,
     ];
     /// The first value free for [`TagKind::custom`].
     pub const FIRST_CUSTOM: u16 = 1024;
@@ -135,6 +141,8 @@ impl TagKind {
             Self::CMDLINE => "cmdline",
             Self::EXE => "exe",
             Self::CONTAINER_ID => "container_id",
+            Self::METRIC => "metric",
+            Self::SERIES => "series",
             _ => return None,
         })
     }

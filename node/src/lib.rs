@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod dictionary;
 pub mod error;
+pub mod ingest;
 pub mod metrics;
 pub mod packet;
 pub mod red;
@@ -91,6 +92,7 @@ impl Node {
             storage_write_errors: Default::default(),
             dictionary: dictionary.client(),
             encode_retries: Default::default(),
+            ingest: Arc::new(ingest::IngestStats::default()),
         });
 
         let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
@@ -224,7 +226,18 @@ impl Node {
         let status_shard = Arc::clone(&shard);
         let dictionary = Arc::new(dictionary);
         let status_dictionary = Arc::clone(&dictionary);
+        let ingest = Arc::new(ingest::Ingest::new(
+            tags.clone(),
+            TagEncoder::new(
+                status_dictionary.client(),
+                &shard.tables().cloned().collect::<Vec<_>>(),
+            ),
+            Arc::clone(&shard),
+            Arc::clone(&metrics.ingest),
+            config.http.max_body_bytes,
+        ));
         let state = ApiState {
+            ingest,
             engine,
             query_runtime: query_runtime.handle().clone(),
             metrics,

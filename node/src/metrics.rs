@@ -45,6 +45,8 @@ pub struct Metrics {
     pub dictionary: flowmesh_consensus::DictionaryClient,
     /// Batches whose tags could not be encoded (retried while the queue has room).
     pub encode_retries: AtomicU64,
+    /// remote_write and line protocol counters.
+    pub ingest: Arc<crate::ingest::IngestStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,7 +67,68 @@ impl Metrics {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let p = &self.packet;
         let d = self.dictionary.stats();
+        let i = &self.ingest;
         vec![
+            (
+                "flowmesh_ingest_remote_write_requests_total",
+                "counter",
+                "remote_write requests received.",
+                v(&i.remote_write_requests),
+            ),
+            (
+                "flowmesh_ingest_remote_write_samples_total",
+                "counter",
+                "remote_write samples stored.",
+                v(&i.remote_write_samples),
+            ),
+            (
+                "flowmesh_ingest_remote_write_rejected_requests_total",
+                "counter",
+                "remote_write requests refused as malformed, oversized or of another encoding.",
+                v(&i.remote_write_rejected),
+            ),
+            (
+                "flowmesh_ingest_remote_write_out_of_order_samples_total",
+                "counter",
+                "remote_write samples refused as older than their series' newest stored sample.",
+                v(&i.remote_write_out_of_order),
+            ),
+            (
+                "flowmesh_ingest_remote_write_duplicate_samples_total",
+                "counter",
+                "remote_write samples skipped as equal in time to their series' newest (resends).",
+                v(&i.remote_write_duplicates),
+            ),
+            (
+                "flowmesh_ingest_line_protocol_requests_total",
+                "counter",
+                "Influx line protocol write requests received.",
+                v(&i.line_protocol_requests),
+            ),
+            (
+                "flowmesh_ingest_line_protocol_rows_total",
+                "counter",
+                "ext_metrics.metrics rows stored from line protocol (one per field).",
+                v(&i.line_protocol_rows),
+            ),
+            (
+                "flowmesh_ingest_line_protocol_rejected_lines_total",
+                "counter",
+                "Line protocol lines refused as malformed.",
+                v(&i.line_protocol_rejected_lines),
+            ),
+            (
+                "flowmesh_ingest_store_errors_total",
+                "counter",
+                "Ingest requests answered 5xx because encoding or storage failed (senders retry).",
+                v(&i.store_errors),
+            ),
+            (
+                "flowmesh_ingest_series_memory_resets_total",
+                "counter",
+                "Times the per-series newest-sample memory was full and cleared.",
+                v(&i.series_memory_resets),
+            ),
             (
                 "flowmesh_dictionary_proposals_total",
                 "counter",

@@ -1,5 +1,6 @@
 //! The HTTP front end on `http.listen` (127.0.0.1:20416 by default): `POST /v1/sql` (JSON or
-//! Arrow IPC), `/metrics`, `/v1/status` and the web UI at `/`.
+//! Arrow IPC), `/metrics`, `/v1/status`, the web UI at `/`, and the metric ingest endpoints
+//! of [`crate::ingest`] (`/api/v1/write`, `/api/v2/write`).
 
 use std::{sync::Arc, time::Instant};
 
@@ -9,7 +10,7 @@ use axum::{
     extract::{DefaultBodyLimit, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use datafusion::arrow::{
     array::{Array, AsArray},
@@ -32,6 +33,7 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
+    pub ingest: Arc<crate::ingest::Ingest>,
     pub engine: Arc<QueryEngine>,
     pub query_runtime: tokio::runtime::Handle,
     pub metrics: Arc<Metrics>,
@@ -44,6 +46,8 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/v1/sql", get(sql_get).post(sql_post))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/api/v1/write", post(crate::ingest::remote_write))
+        .route("/api/v2/write", post(crate::ingest::influx_write))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

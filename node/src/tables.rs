@@ -18,6 +18,7 @@ use flowmesh_protocols::L7Record;
 use flowmesh_query_planner::tags::{DerivedTag, tag_field};
 use flowmesh_storage::TableDef;
 
+pub mod ingested;
 pub mod network;
 
 use crate::capture::procinfo::ProcessInfo;
@@ -563,6 +564,8 @@ pub fn tag_kind_of(column: &str) -> Option<TagKind> {
         "auto_service" => TagKind::SERVICE,
         "pod" => TagKind::POD,
         "gprocess_id" => TagKind::GPROCESS,
+        "metric" | "measurement" | "field" => TagKind::METRIC,
+        "labels" | "tags" => TagKind::SERIES,
         _ => return None,
     })
 }
@@ -620,6 +623,17 @@ pub fn table_defs() -> Vec<TableDef> {
             network::NETWORK_MAP,
             network::network_map_schema(),
             &["protocol", "ip_1", "ip_0"],
+        ),
+        // series-major, as a TSDB stores chunks: each series' samples sit together
+        def(
+            ingested::PROM_SAMPLES,
+            ingested::samples_schema(),
+            &["metric", "labels", "time"],
+        ),
+        def(
+            ingested::EXT_METRICS,
+            ingested::ext_metrics_schema(),
+            &["measurement", "field", "tags", "time"],
         ),
     ]
 }

@@ -344,28 +344,37 @@ mod tests {
     /// and a UDP socket do not.
     #[test]
     fn service_is_the_name_and_lowest_listening_port() {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let b = std::net::TcpListener::bind("[::1]:0").unwrap();
-        let _udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let _conn = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
-        let ports = {
-            let mut p = vec![
-                a.local_addr().unwrap().port(),
-                b.local_addr().unwrap().port(),
-            ];
-            p.sort_unstable();
-            p
-        };
+        use std::io::BufRead;
+        // a child that listens on two ports, has a bound UDP socket and a connection
+        let script = "import socket, time
+a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen()
+b = socket.socket(socket.AF_INET6); b.bind(('::1', 0)); b.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 0))
+c = socket.create_connection(a.getsockname()); s, _ = a.accept()
+print(a.getsockname()[1], b.getsockname()[1], flush=True)
+time.sleep(30)";
+        let mut server = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut ports: Vec<u16> = line
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        ports.sort_unstable();
         let mut p = Processes::new("host-a".into());
-        let mine = p.listening_ports(std::process::id(), 1);
-        // other tests of this binary may listen at the same time: ours must be there, and
-        // the accepted or connecting side of `_conn` must not add its ephemeral port
-        assert!(
-            ports.iter().all(|port| mine.contains(port)),
-            "{mine:?} vs {ports:?}"
-        );
-        let me = p.get(std::process::id(), "x", 1);
-        assert_eq!(&*me.service, format!("{}:{}", me.name, mine[0]));
+        let listening = p.listening_ports(server.id(), 1);
+        let info = p.get(server.id(), "x", 1);
+        let _ = server.kill();
+        let _ = server.wait();
+        // neither the UDP socket nor either end of the connection counts
+        assert_eq!(listening, ports);
+        assert_eq!(&*info.service, format!("{}:{}", info.name, ports[0]));
         // a process with no sockets is its name
         let mut child = std::process::Command::new("sleep")
             .arg("5")

@@ -17,6 +17,8 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod packet;
+pub mod prom_api;
+pub mod prom_source;
 pub mod red;
 pub mod server;
 pub mod tables;
@@ -238,6 +240,10 @@ impl Node {
         ));
         let state = ApiState {
             ingest,
+            prom: Arc::new(prom_api::PromApi::new(
+                Arc::clone(&engine),
+                query_runtime.handle().clone(),
+            )),
             engine,
             query_runtime: query_runtime.handle().clone(),
             metrics,

@@ -1,6 +1,7 @@
 //! The HTTP front end on `http.listen` (127.0.0.1:20416 by default): `POST /v1/sql` (JSON or
 //! Arrow IPC), `/metrics`, `/v1/status`, the web UI at `/`, and the metric ingest endpoints
 //! of [`crate::ingest`] (`/api/v1/write`, `/api/v2/write`).
+//! The Prometheus HTTP API is under `/prom/api/v1/` ([`crate::prom_api`]).
 
 use std::{sync::Arc, time::Instant};
 
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
+use crate::prom_api;
 
 /// The media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -38,6 +40,7 @@ pub struct ApiState {
     pub query_runtime: tokio::runtime::Handle,
     pub metrics: Arc<Metrics>,
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
+    pub prom: Arc<crate::prom_api::PromApi>,
 }
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -48,6 +51,28 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/write", post(crate::ingest::remote_write))
         .route("/api/v2/write", post(crate::ingest::influx_write))
+        .route(
+            "/prom/api/v1/query",
+            get(prom_api::query).post(prom_api::query),
+        )
+        .route(
+            "/prom/api/v1/query_range",
+            get(prom_api::query_range).post(prom_api::query_range),
+        )
+        .route(
+            "/prom/api/v1/series",
+            get(prom_api::series).post(prom_api::series),
+        )
+        .route(
+            "/prom/api/v1/labels",
+            get(prom_api::labels).post(prom_api::labels),
+        )
+        .route(
+            "/prom/api/v1/label/{name}/values",
+            get(prom_api::label_values),
+        )
+        .route("/prom/api/v1/metadata", get(prom_api::metadata))
+        .route("/prom/api/v1/status/buildinfo", get(prom_api::buildinfo))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

@@ -6,33 +6,17 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{process::Command, time::Duration};
 
-use common::{FlowmeshNode, free_port, require, wait_for};
+use common::{
+    FlowmeshNode, free_port,
+    prometheus::{Prometheus, now_ms},
+    require, wait_for,
+};
 use flowmesh_ingest::remote_write::{
     Label, Sample, TimeSeries, WriteRequest, encode_write_request,
 };
 use serde_json::Value;
-
-/// A child process killed when the test ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn post(url: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String) {
     let mut request = reqwest::blocking::Client::new().post(url).body(body);
@@ -96,43 +80,8 @@ fn prometheus_and_influx_clients_write_into_the_tables() {
     let base = format!("http://127.0.0.1:{port}");
 
     // 1. Prometheus scrapes node_exporter every second and remote_writes to flowmesh
-    let exporter_port = free_port();
-    let _exporter = Killed(
-        Command::new("prometheus-node-exporter")
-            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let prom_port = free_port();
-    let config = format!(
-        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-scrape_configs:
-  - job_name: node
-    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]
-remote_write:
-  - url: {base}/api/v1/write
-    queue_config: {{batch_send_deadline: 1s, max_shards: 2}}
-"
-    );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let prometheus = Prometheus::start(dir.path(), port);
+    let (exporter_port, prom_port) = (prometheus.exporter_port, prometheus.port);
     let instance = format!("127.0.0.1:{exporter_port}");
     let up_labels = format!(r#"instance="{instance}",job="node""#);
     let cpu_labels = format!(r#"cpu="0",instance="{instance}",job="node",mode="idle""#);

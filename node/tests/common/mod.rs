@@ -10,6 +10,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod prometheus;
 pub mod servers;
 
 /// Fails the test with a clear message when a required program is missing.

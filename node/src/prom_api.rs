@@ -36,7 +36,7 @@ use axum::{
 };
 use flowmesh_promql::{
     Engine, EngineOptions, Error as PromError, ErrorCode, LabelMatcher, Labels, METRIC_NAME,
-    Matrix, Series, SeriesSource, Value,
+    Matrix, Value,
 };
 use flowmesh_query_planner::QueryEngine;
 use serde_json::json;
@@ -238,15 +238,7 @@ async fn series_list(
     );
     let sets = params.matcher_sets()?;
     let limit = params.limit()?;
-    let source = state.prom.source.clone();
-    let mut found = state
-        .prom
-        .lookup(async move {
-            source
-                .series_labels(&sets, start, end, Some(lookup_deadline()))
-                .await
-        })
-        .await?;
+    let mut found = matching_series(state, sets, start, end).await?;
     let truncated = limit.is_some_and(|l| found.len() > l);
     if let Some(l) = limit {
         found.truncate(l);
@@ -285,15 +277,7 @@ async fn label_names(
     );
     let sets = params.matcher_sets()?;
     let limit = params.limit()?;
-    let source = state.prom.source.clone();
-    let found = state
-        .prom
-        .lookup(async move {
-            source
-                .series_labels(&sets, start, end, Some(lookup_deadline()))
-                .await
-        })
-        .await?;
+    let found = matching_series(state, sets, start, end).await?;
     let names: std::collections::BTreeSet<&str> = found
         .iter()
         .flat_map(|l| l.iter().map(|l| l.name.as_str()))
@@ -329,8 +313,8 @@ async fn values_of(
     );
     let sets = params.matcher_sets()?;
     let limit = params.limit()?;
-    let source = state.prom.source.clone();
     if name == METRIC_NAME && sets.is_empty() {
+        let source = state.prom.source.clone();
         let names = state
             .prom
             .lookup(async move {
@@ -341,14 +325,7 @@ async fn values_of(
             .await?;
         return Ok(string_list(names.iter().map(String::as_str), limit));
     }
-    let found = state
-        .prom
-        .lookup(async move {
-            source
-                .series_labels(&sets, start, end, Some(lookup_deadline()))
-                .await
-        })
-        .await?;
+    let found = matching_series(state, sets, start, end).await?;
     let values: std::collections::BTreeSet<&str> =
         found.iter().filter_map(|l| l.get(name)).collect();
     Ok(string_list(values.into_iter(), limit))
@@ -568,6 +545,24 @@ impl Params {
     }
 }
 
+/// The label sets of the series matching any of `sets` over [start, end].
+async fn matching_series(
+    state: &ApiState,
+    sets: Vec<Vec<LabelMatcher>>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<Labels>, ApiError> {
+    let source = state.prom.source.clone();
+    state
+        .prom
+        .lookup(async move {
+            source
+                .series_labels(&sets, start, end, Some(lookup_deadline()))
+                .await
+        })
+        .await
+}
+
 /// Decodes `application/x-www-form-urlencoded` pairs (`+` is a space).
 fn decode_form(text: &str, out: &mut Vec<(String, String)>) -> Result<(), ApiError> {
     for part in text.split('&').filter(|p| !p.is_empty()) {
@@ -779,43 +774,10 @@ fn is_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Parses a `match[]` series selector (`up{job="x"}`, `{__name__=~"a|b"}`) into its
-/// matcher sets, with the engine's own parser (the node does not link the parser
-/// itself): `<selector>[1s]` parses only when the text is a bare vector selector (a range
-/// applies to nothing else), and evaluating it over a source that records what it is
-/// asked for yields the matchers.
+/// Parses a `match[]` series selector into its matcher sets.
 fn parse_metric_selector(text: &str) -> Result<Vec<Vec<LabelMatcher>>, ApiError> {
-    struct Recorder(std::sync::Mutex<Vec<Vec<LabelMatcher>>>);
-    impl SeriesSource for Recorder {
-        fn select(&self, m: &[LabelMatcher], _: i64, _: i64) -> Result<Vec<Series>, PromError> {
-            if let Ok(mut sets) = self.0.lock() {
-                sets.push(m.to_vec());
-            }
-            Ok(Vec::new())
-        }
-    }
-    let engine = Engine::new(Recorder(std::sync::Mutex::new(Vec::new())));
-    // the line break ends a trailing comment, which would otherwise hide the range
-    match engine.instant(&format!("{text}\n[1s]"), 0) {
-        Ok(Value::Matrix(_)) => {}
-        Ok(_) => {
-            return Err(ApiError::bad_data(format!(
-                "invalid series selector {text:?}"
-            )));
-        }
-        Err(e) => {
-            return Err(ApiError::bad_data(format!(
-                "invalid series selector {text:?}: {e}"
-            )));
-        }
-    }
-    let sets = engine
-        .source()
-        .0
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    Ok(sets)
+    flowmesh_promql::parse_series_selector(text)
+        .map_err(|e| ApiError::bad_data(format!("invalid series selector {text:?}: {e}")))
 }
 
 // ------------------------------------------------------------------ JSON
@@ -966,6 +928,7 @@ fn string_list<'a>(items: impl Iterator<Item = &'a str>, limit: Option<usize>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowmesh_promql::Series;
 
     #[test]
     fn values_are_formatted_like_go() {

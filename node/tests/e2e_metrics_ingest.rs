@@ -9,8 +9,8 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::{
-    FlowmeshNode, free_port,
-    prometheus::{Prometheus, now_ms},
+    FlowmeshNode,
+    prometheus::{node_with_prometheus, now_ms},
     require, wait_for,
 };
 use flowmesh_ingest::remote_write::{
@@ -71,16 +71,12 @@ fn prometheus_samples(prom_port: u16, selector: &str, range_s: u32, at_ms: i64) 
 fn prometheus_and_influx_clients_write_into_the_tables() {
     require(&["prometheus", "prometheus-node-exporter", "python3"]);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let node = FlowmeshNode::start(
-        &dir.path().join("node"),
-        port,
-        &[("FLOWMESH__CAPTURE__ENABLED", "false")],
-    );
+    // a node with capture off, and Prometheus remote_writing to it
+    let (node, prometheus) = node_with_prometheus(dir.path());
+    let port = node.port;
     let base = format!("http://127.0.0.1:{port}");
 
     // 1. Prometheus scrapes node_exporter every second and remote_writes to flowmesh
-    let prometheus = Prometheus::start(dir.path(), port);
     let (exporter_port, prom_port) = (prometheus.exporter_port, prometheus.port);
     let instance = format!("127.0.0.1:{exporter_port}");
     let up_labels = format!(r#"instance="{instance}",job="node""#);

@@ -26,8 +26,7 @@ use std::{
 };
 
 use common::{
-    FlowmeshNode, free_port,
-    prometheus::{Prometheus, now_ms},
+    prometheus::{node_with_prometheus, now_ms},
     require, wait_for,
 };
 use serde_json::Value;
@@ -307,16 +306,12 @@ fn prometheus_http_api_answers_like_prometheus() {
     require(&["prometheus", "prometheus-node-exporter", "promtool"]);
     let test_started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let node = FlowmeshNode::start(
-        &dir.path().join("node"),
-        port,
-        &[("FLOWMESH__CAPTURE__ENABLED", "false")],
-    );
+    // a node with capture off, and Prometheus remote_writing to it
+    let (node, prometheus) = node_with_prometheus(dir.path());
+    let port = node.port;
     let flowmesh = format!("http://127.0.0.1:{port}/prom");
 
     // Prometheus scrapes node_exporter and itself every second (common::prometheus)
-    let prometheus = Prometheus::start(dir.path(), port);
     let (exporter_port, prom_port) = (prometheus.exporter_port, prometheus.port);
     let prom = format!("http://127.0.0.1:{prom_port}");
 

@@ -209,6 +209,23 @@ fn prepare(query: &str, ctx: DurationContext) -> Result<Expr> {
     Ok(expr)
 }
 
+/// The matcher sets of a series selector (`up{job="x"}`, `{__name__=~"a|b"}`, one set per
+/// `or` branch), as the Prometheus API's `match[]` takes it: a bare vector selector, with
+/// no offset or `@`.
+pub fn parse_series_selector(text: &str) -> Result<Vec<Vec<crate::LabelMatcher>>> {
+    check_query_shape(text)?;
+    let text = crate::escapes::normalize(text);
+    let expr = promql_parser::parser::parse(&text).map_err(|message| Error::Parse { message })?;
+    match expr {
+        Expr::VectorSelector(vs) if vs.offset.is_none() && vs.at.is_none() => {
+            eval::selector_matchers(&vs)
+        }
+        _ => Err(Error::Parse {
+            message: "not a series selector".into(),
+        }),
+    }
+}
+
 /// Bounds recursion in the evaluator for pathological queries.
 const MAX_DEPTH: usize = 200;
 

@@ -70,7 +70,7 @@ mod labels;
 mod source;
 mod value;
 
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, parse_series_selector};
 pub use error::{Error, ErrorCode, Result};
 pub use labels::{BUCKET_LABEL, Label, Labels, METRIC_NAME};
 pub use source::{

@@ -491,3 +491,17 @@ fn extreme_timestamps_do_not_overflow() {
         let _ = engine.range("rate(m[5m]) + max_over_time(m[10m:1m])", start, end, step);
     }
 }
+
+/// `match[]` selectors: matcher sets per `or` branch; anything but a bare selector is refused.
+#[test]
+fn series_selectors_parse_into_matcher_sets() {
+    let sets = flowmesh_promql::parse_series_selector(r#"up{job="a" or job="b"}"#).unwrap();
+    assert_eq!(sets.len(), 2);
+    assert!(sets.iter().all(|s| s.len() == 2 && s[0].name == "__name__"));
+    for bad in ["up offset 5m", "up[5m]", "sum(up)", "1", "up{"] {
+        assert!(
+            flowmesh_promql::parse_series_selector(bad).is_err(),
+            "{bad} accepted"
+        );
+    }
+}

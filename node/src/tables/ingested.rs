@@ -18,30 +18,19 @@ use std::{collections::HashMap, sync::Arc};
 
 use datafusion::arrow::{
     array::{ArrayRef, DictionaryArray, Float64Array, Int32Array, StringArray},
-    datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit},
+    datatypes::{DataType, Field, Int32Type, Schema, SchemaRef},
     error::ArrowError,
     record_batch::RecordBatch,
 };
 
-use super::NodeTags;
+use super::{NodeTags, s as tag, ts};
 
 pub const PROM_SAMPLES: &str = "prometheus.samples";
 pub const EXT_METRICS: &str = "ext_metrics.metrics";
 
-fn time() -> Field {
-    Field::new(
-        "time",
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        false,
-    )
-}
-fn tag(name: &str) -> Field {
-    Field::new(name, DataType::Utf8, false)
-}
-
 pub fn samples_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        time(),
+        ts("time"),
         tag("region"),
         tag("cluster"),
         tag("node"),
@@ -53,7 +42,7 @@ pub fn samples_schema() -> SchemaRef {
 
 pub fn ext_metrics_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        time(),
+        ts("time"),
         tag("region"),
         tag("cluster"),
         tag("node"),

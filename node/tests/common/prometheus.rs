@@ -7,7 +7,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::free_port;
+use super::{FlowmeshNode, free_port};
 
 /// A child process killed when dropped.
 pub struct Killed(pub Child);
@@ -84,4 +84,17 @@ remote_write:
             _prometheus: prometheus,
         }
     }
+}
+
+/// A flowmesh node on a free port with capture off (its data under `dir/node`), and
+/// Prometheus writing to it.
+pub fn node_with_prometheus(dir: &Path) -> (FlowmeshNode, Prometheus) {
+    let port = free_port();
+    let node = FlowmeshNode::start(
+        &dir.join("node"),
+        port,
+        &[("FLOWMESH__CAPTURE__ENABLED", "false")],
+    );
+    let prometheus = Prometheus::start(dir, port);
+    (node, prometheus)
 }

@@ -15,7 +15,7 @@ free_port() {
 }
 
 start_node() { # $1: extra flag (e.g. --no-capture)
-    "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$fport" --peer-listen 127.0.0.1:0 $1 > "$work/node.log" 2>&1 &
+    "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$fport" --peer-listen 127.0.0.1:0 --flight-listen 127.0.0.1:0 $1 > "$work/node.log" 2>&1 &
     node_pid=$!
     for _ in $(seq 100); do curl -sf "127.0.0.1:$fport/v1/status" >/dev/null && return 0; sleep 0.1; done
     echo "node did not start" >&2; cat "$work/node.log" >&2; exit 1

@@ -19,6 +19,9 @@ python3 -c 'import grpc' 2>/dev/null || python3 -m pip install --quiet --disable
 # influxdb-client (PyPI): the line protocol writer of the metrics ingest end-to-end test.
 python3 -c 'import influxdb_client' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check influxdb-client
+# adbc-driver-flightsql and pyarrow (PyPI): the Flight SQL client of the Flight SQL test.
+python3 -c 'import adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check adbc-driver-flightsql pyarrow
 # Test binaries run one after another (each may load eBPF programs); tests inside one
 # binary run in parallel.
 cargo test --workspace --no-fail-fast "$@"

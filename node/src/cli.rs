@@ -39,6 +39,9 @@ pub struct UpArgs {
     /// Raft/dictionary peer listen address (`consensus.listen`; port 0 picks a free one).
     #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
+    /// Flight SQL listen address (`flight_sql.listen`; port 0 picks a free one).
+    #[arg(long)]
+    pub flight_listen: Option<SocketAddr>,
     /// Run without eBPF capture (storage and queries only).
     #[arg(long)]
     pub no_capture: bool,

@@ -45,6 +45,30 @@ impl Default for HttpConfig {
     }
 }
 
+/// Arrow Flight SQL for external clients (ADBC, JDBC, DBeaver …), DESIGN.md §8.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlightSqlConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// When set, every call must carry `authorization: Bearer <token>` (or log in with a
+    /// handshake whose password is the token); empty means no authentication.
+    pub token: String,
+    /// Prepared statements kept open at once; the oldest is closed past this.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for FlightSqlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 20417)),
+            token: String::new(),
+            max_prepared_statements: 1024,
+        }
+    }
+}
+
 /// eBPF capture and the pipeline behind it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -222,6 +246,7 @@ impl ConsensusSettings {
 pub struct NodeConfig {
     pub node: IdentityConfig,
     pub http: HttpConfig,
+    pub flight_sql: FlightSqlConfig,
     pub storage: StorageConfig,
     pub capture: CaptureConfig,
     pub packet: PacketSettings,
@@ -281,6 +306,11 @@ impl NodeConfig {
         self.storage
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.flight_sql.max_prepared_statements == 0 {
+            return Err(ConfigError::Invalid(
+                "flight_sql.max_prepared_statements must be at least 1".into(),
+            ));
+        }
         if self.capture.payload_cap_bytes > 4096 {
             return Err(ConfigError::Invalid(
                 "capture.payload_cap_bytes must be at most 4096".into(),

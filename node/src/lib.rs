@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod dictionary;
 pub mod error;
+pub mod flight_sql;
 pub mod ingest;
 pub mod metrics;
 pub mod packet;
@@ -50,6 +51,7 @@ use crate::{
 /// A running node.
 pub struct Node {
     http_addr: SocketAddr,
+    flight_sql_addr: Option<SocketAddr>,
     shard: Arc<Shard>,
     capture: Option<CaptureRunner>,
     packet: Option<PacketRunner>,
@@ -95,6 +97,7 @@ impl Node {
             dictionary: dictionary.client(),
             encode_retries: Default::default(),
             ingest: Arc::new(ingest::IngestStats::default()),
+            flight_sql: Arc::new(flight_sql::FlightSqlStats::default()),
         });
 
         let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
@@ -222,6 +225,34 @@ impl Node {
             action: "read the HTTP listener address",
             source,
         })?;
+        let flight_sql_addr = if config.flight_sql.enabled {
+            let listener = tokio::net::TcpListener::bind(config.flight_sql.listen)
+                .await
+                .map_err(|source| NodeError::Io {
+                    action: "bind the Flight SQL listener",
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| NodeError::Io {
+                action: "read the Flight SQL listener address",
+                source,
+            })?;
+            let service = flight_sql::FlightSql::new(
+                &config.flight_sql,
+                Arc::clone(&engine),
+                query_runtime.handle().clone(),
+                Arc::clone(&metrics.flight_sql),
+            )
+            .map_err(|e| NodeError::Query(flowmesh_query_planner::QueryError::Internal(e)))?;
+            let cancel = http_cancel.clone();
+            tasks.spawn(async move {
+                if let Err(e) = service.serve(listener, cancel).await {
+                    error!(error = %e, "Flight SQL server failed");
+                }
+            });
+            Some(addr)
+        } else {
+            None
+        };
         let status_tags = tags.clone();
         let capture_enabled = capture.is_some();
         let packet_interfaces = config.packet.interfaces.clone();
@@ -256,6 +287,7 @@ impl Node {
                     "uptime_seconds": started.elapsed().as_secs(),
                     "data_dir": status_shard.data_dir().display().to_string(),
                     "capture": { "enabled": capture_enabled },
+                    "flight_sql": { "listen": flight_sql_addr.map(|a| a.to_string()) },
                     "packet": { "interfaces": &packet_interfaces },
                     "storage": { "buffered_bytes": status_shard.buffered_bytes() },
                     "dictionary": status_dictionary.status_json(),
@@ -272,9 +304,10 @@ impl Node {
                 error!(error = %e, "http server failed");
             }
         });
-        info!(%http_addr, capture = capture_enabled, data_dir = %shard.data_dir().display(), "node started");
+        info!(%http_addr, flight_sql = ?flight_sql_addr, capture = capture_enabled, data_dir = %shard.data_dir().display(), "node started");
         Ok(Self {
             http_addr,
+            flight_sql_addr,
             shard,
             capture,
             packet,
@@ -290,6 +323,11 @@ impl Node {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where Flight SQL listens, when enabled.
+    pub fn flight_sql_addr(&self) -> Option<SocketAddr> {
+        self.flight_sql_addr
     }
 
     /// Stops in order: capture → writer drains → flush → WAL closed → HTTP.

@@ -90,6 +90,9 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.peer_listen {
         config.consensus.listen = listen;
     }
+    if let Some(listen) = args.flight_listen {
+        config.flight_sql.listen = listen;
+    }
     if args.no_capture {
         config.capture.enabled = false;
     }

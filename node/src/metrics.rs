@@ -47,6 +47,8 @@ pub struct Metrics {
     pub encode_retries: AtomicU64,
     /// remote_write and line protocol counters.
     pub ingest: Arc<crate::ingest::IngestStats>,
+    /// Flight SQL counters.
+    pub flight_sql: Arc<crate::flight_sql::FlightSqlStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,6 +66,7 @@ impl Metrics {
         let c = &self.capture;
         let s = self.shard.stats();
         let h = &self.http;
+        let f = &self.flight_sql;
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let p = &self.packet;
         let d = self.dictionary.stats();
@@ -374,6 +377,30 @@ impl Metrics {
                 "counter",
                 "SQL queries that failed in execution.",
                 v(&h.sql_server_errors),
+            ),
+            (
+                "flowmesh_flight_sql_queries_total",
+                "counter",
+                "Flight SQL statements run (plain and prepared).",
+                v(&f.queries),
+            ),
+            (
+                "flowmesh_flight_sql_client_errors_total",
+                "counter",
+                "Flight SQL statements rejected as invalid.",
+                v(&f.client_errors),
+            ),
+            (
+                "flowmesh_flight_sql_server_errors_total",
+                "counter",
+                "Flight SQL statements that failed in execution.",
+                v(&f.server_errors),
+            ),
+            (
+                "flowmesh_flight_sql_unauthenticated_total",
+                "counter",
+                "Flight SQL calls refused for a missing or wrong token.",
+                v(&f.unauthenticated),
             ),
         ]
     }

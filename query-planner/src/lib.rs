@@ -13,10 +13,14 @@ pub mod tags;
 use std::sync::Arc;
 
 use datafusion::{
-    arrow::{datatypes::SchemaRef, record_batch::RecordBatch},
+    arrow::{
+        datatypes::{DataType, Field, Schema, SchemaRef},
+        record_batch::RecordBatch,
+    },
     catalog::{MemorySchemaProvider, TableProvider},
-    common::TableReference,
+    common::{ScalarValue, TableReference},
     execution::{memory_pool::FairSpillPool, runtime_env::RuntimeEnvBuilder},
+    logical_expr::LogicalPlan,
     prelude::{SessionConfig, SessionContext},
 };
 pub use error::QueryError;
@@ -51,6 +55,39 @@ impl QueryOutput {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+}
+
+/// A statement's result schema and its positional parameters (`$1` as field `$1`, …; type
+/// `Null` where the planner could not infer one).
+#[derive(Debug, Clone)]
+pub struct StatementShape {
+    pub schema: SchemaRef,
+    pub parameters: SchemaRef,
+}
+
+/// The `$n` placeholders of a plan in order, typed as inferred from their context.
+fn parameter_fields(plan: &LogicalPlan) -> Result<Vec<Field>, QueryError> {
+    let mut found: Vec<(usize, Field)> = Vec::new();
+    for (name, field) in plan.get_parameter_fields().map_err(QueryError::from)? {
+        let position = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                QueryError::Invalid(format!("placeholder {name} is not positional ($1, $2, …)"))
+            })?;
+        let data_type = field.map_or(DataType::Null, |f| f.data_type().clone());
+        found.push((position, Field::new(name, data_type, true)));
+    }
+    found.sort_by_key(|(n, _)| *n);
+    if let Some((i, (n, _))) = found.iter().enumerate().find(|(i, (n, _))| *n != i + 1) {
+        return Err(QueryError::Invalid(format!(
+            "placeholder ${} is missing (found ${n} at position {})",
+            i + 1,
+            i + 1
+        )));
+    }
+    Ok(found.into_iter().map(|(_, f)| f).collect())
 }
 
 /// A read-only SQL engine over a set of tables.
@@ -110,23 +147,83 @@ impl QueryEngine {
 
     /// Plans and runs one read-only statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        self.sql_with_params(sql, Vec::new()).await
+    }
+
+    /// Plans and runs one read-only statement whose `$1`, `$2` … placeholders take `params`
+    /// (in order). A value is cast to the type its placeholder was inferred to have, so a
+    /// client's Int64 fits a UInt16 column.
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryOutput, QueryError> {
+        let mut df = self.plan(sql).await?;
+        let expected = parameter_fields(df.logical_plan())?;
+        if !params.is_empty() || !expected.is_empty() {
+            if params.len() != expected.len() {
+                return Err(QueryError::Invalid(format!(
+                    "the statement has {} parameter(s), {} given",
+                    expected.len(),
+                    params.len()
+                )));
+            }
+            let mut values = Vec::with_capacity(params.len());
+            for (i, (value, field)) in params.into_iter().zip(&expected).enumerate() {
+                let value = match field.data_type() {
+                    DataType::Null => value,
+                    t if value.data_type() == *t => value,
+                    t => value.cast_to(t).map_err(|e| {
+                        QueryError::Invalid(format!(
+                            "parameter ${}: {}",
+                            i + 1,
+                            e.strip_backtrace()
+                        ))
+                    })?,
+                };
+                values.push(value);
+            }
+            df = df.with_param_values(values).map_err(QueryError::from)?;
+        }
+        let df = self.rewrite_tags(df)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(QueryError::from)?;
+        Ok(QueryOutput { schema, batches })
+    }
+
+    fn rewrite_tags(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+    ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        let Some(tags) = &self.tags else {
+            return Ok(df);
+        };
+        let (state, plan) = df.into_parts();
+        let plan = tags.rewrite(plan).map_err(QueryError::from)?;
+        Ok(datafusion::dataframe::DataFrame::new(state, plan))
+    }
+
+    /// What a statement would return and which parameters it takes, without running it.
+    pub async fn describe(&self, sql: &str) -> Result<StatementShape, QueryError> {
+        let df = self.plan(sql).await?;
+        let parameters = parameter_fields(df.logical_plan())?;
+        // the schema a run reports: tag columns decoded by the rewrite are nullable
+        let df = self.rewrite_tags(df)?;
+        Ok(StatementShape {
+            schema: Arc::new(df.schema().as_arrow().clone()),
+            parameters: Arc::new(Schema::new(parameters)),
+        })
+    }
+
+    async fn plan(&self, sql: &str) -> Result<datafusion::dataframe::DataFrame, QueryError> {
         let options = datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let mut df = self
-            .ctx
+        self.ctx
             .sql_with_options(sql, options)
             .await
-            .map_err(QueryError::from)?;
-        if let Some(tags) = &self.tags {
-            let (state, plan) = df.into_parts();
-            let plan = tags.rewrite(plan).map_err(QueryError::from)?;
-            df = datafusion::dataframe::DataFrame::new(state, plan);
-        }
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(QueryError::from)?;
-        Ok(QueryOutput { schema, batches })
+            .map_err(QueryError::from)
     }
 
     /// The underlying session, for callers that register more tables or functions.
@@ -208,5 +305,68 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
         let err = engine().sql("SELEC 1").await.unwrap_err();
         assert!(err.is_client_error(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn parameters_are_described_cast_and_checked() {
+        let e = engine();
+        let shape = e
+            .describe("SELECT v FROM flow_log.t WHERE v > $1 AND v < $2")
+            .await
+            .unwrap();
+        assert_eq!(shape.schema.field(0).name(), "v");
+        let params: Vec<_> = shape
+            .parameters
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        assert_eq!(
+            params,
+            vec![
+                ("$1".to_string(), DataType::Int64),
+                ("$2".to_string(), DataType::Int64)
+            ]
+        );
+        // an Int32 and a numeric string are cast to the inferred Int64
+        let out = e
+            .sql_with_params(
+                "SELECT v FROM flow_log.t WHERE v > $1 AND v < $2",
+                vec![ScalarValue::Int32(Some(1)), ScalarValue::from("3")],
+            )
+            .await
+            .unwrap();
+        let col = out.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(col.values().to_vec(), vec![2]);
+        for (sql, params, needle) in [
+            (
+                "SELECT v FROM flow_log.t WHERE v > $1",
+                vec![],
+                "1 parameter(s), 0 given",
+            ),
+            (
+                "SELECT v FROM flow_log.t WHERE v > $1",
+                vec![ScalarValue::from("x")],
+                "parameter $1",
+            ),
+            (
+                "SELECT v FROM flow_log.t WHERE v > $2",
+                vec![],
+                "$1 is missing",
+            ),
+            (
+                "SELECT v FROM flow_log.t",
+                vec![ScalarValue::Int64(Some(1))],
+                "0 parameter(s), 1 given",
+            ),
+        ] {
+            let err = e.sql_with_params(sql, params).await.unwrap_err();
+            assert!(err.is_client_error(), "{sql}: {err:?}");
+            assert!(err.to_string().contains(needle), "{sql}: {err}");
+        }
     }
 }

@@ -80,6 +80,13 @@ impl FlowmeshNode {
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out);
+        // Flight SQL on a free port unless the test chose one (20417 would clash)
+        if !extra_env
+            .iter()
+            .any(|(k, _)| *k == "FLOWMESH__FLIGHT_SQL__LISTEN")
+        {
+            cmd.args(["--flight-listen", "127.0.0.1:0"]);
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

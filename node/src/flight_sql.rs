@@ -179,7 +179,7 @@ impl FlightSql {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if presented == Some(&*self.token) {
+        if presented.is_some_and(|p| same_secret(p, &self.token)) {
             Ok(())
         } else {
             self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
@@ -278,6 +278,16 @@ impl FlightSql {
     }
 }
 
+/// Compares a presented secret with the token in time independent of where they differ.
+fn same_secret(presented: &str, token: &str) -> bool {
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 fn table_type_name(t: TableType) -> &'static str {
     match t {
         TableType::Base => "TABLE",
@@ -330,8 +340,13 @@ fn stream_batch(
 fn parameter_row(batches: &[RecordBatch]) -> Result<Vec<ScalarValue>, Status> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows != 1 {
+        let got = if rows == 0 {
+            "none"
+        } else {
+            "more than one row"
+        };
         return Err(Status::invalid_argument(format!(
-            "a query takes one set of parameters (one row), got {rows} rows"
+            "a query takes one set of parameters (one row), got {got}"
         )));
     }
     let Some(batch) = batches.iter().find(|b| b.num_rows() == 1) else {
@@ -370,10 +385,12 @@ impl FlightSqlService for FlightSql {
                     .decode(basic.trim().trim_end_matches('='))
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.split_once(':').map(|(_, p)| p == &*self.token))
+                    .and_then(|s| s.split_once(':').map(|(_, p)| same_secret(p, &self.token)))
                     .unwrap_or(false)
             } else {
-                header.strip_prefix("Bearer ") == Some(&*self.token)
+                header
+                    .strip_prefix("Bearer ")
+                    .is_some_and(|p| same_secret(p, &self.token))
             };
             if !accepted {
                 let scheme = header.split(' ').next().unwrap_or_default();
@@ -450,13 +467,21 @@ impl FlightSqlService for FlightSql {
         self.authorize(&request)?;
         let handle = query.prepared_statement_handle;
         self.prepared(&handle)?;
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                request.into_inner().map_err(|e| e.into()),
-            )
-            .try_collect()
+        let mut stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(|e| e.into()),
+        );
+        // one row is all a query takes: stop reading past it rather than buffer a stream
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        while let Some(batch) = stream
+            .try_next()
             .await
-            .map_err(|e| Status::invalid_argument(format!("bad parameter data: {e}")))?;
+            .map_err(|e| Status::invalid_argument(format!("bad parameter data: {e}")))?
+        {
+            batches.push(batch);
+            if batches.iter().map(RecordBatch::num_rows).sum::<usize>() > 1 {
+                break;
+            }
+        }
         let params = parameter_row(&batches)?;
         match self.prepared.lock().by_handle.get_mut(&handle) {
             Some(p) => p.params = params,
@@ -772,6 +797,20 @@ mod tests {
             table.contains("| c    |") && !table.contains("| a "),
             "{table}"
         );
+
+        // two parameter rows are refused
+        let two = Field::new("$1", DataType::Int64, false);
+        prepared
+            .set_parameters(
+                RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![two])),
+                    vec![Arc::new(Int64Array::from(vec![1, 2]))],
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let e = prepared.execute().await.unwrap_err();
+        assert_eq!(code(e), tonic::Code::InvalidArgument);
 
         // a parameterised statement run without its parameter, and bad SQL
         let mut unbound = c

@@ -215,27 +215,10 @@ impl Node {
             }
         });
 
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| NodeError::Io {
-                action: "bind the HTTP listener",
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(|source| NodeError::Io {
-            action: "read the HTTP listener address",
-            source,
-        })?;
+        let (listener, http_addr) = bind(config.http.listen, "bind the HTTP listener").await?;
         let flight_sql_addr = if config.flight_sql.enabled {
-            let listener = tokio::net::TcpListener::bind(config.flight_sql.listen)
-                .await
-                .map_err(|source| NodeError::Io {
-                    action: "bind the Flight SQL listener",
-                    source,
-                })?;
-            let addr = listener.local_addr().map_err(|source| NodeError::Io {
-                action: "read the Flight SQL listener address",
-                source,
-            })?;
+            let (listener, addr) =
+                bind(config.flight_sql.listen, "bind the Flight SQL listener").await?;
             let service = flight_sql::FlightSql::new(
                 &config.flight_sql,
                 Arc::clone(&engine),
@@ -358,6 +341,17 @@ impl Node {
         }
         info!("node stopped");
     }
+}
+
+/// A TCP listener on `addr` and the address it got (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    action: &'static str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), NodeError> {
+    let io = |source| NodeError::Io { action, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+    let bound = listener.local_addr().map_err(io)?;
+    Ok((listener, bound))
 }
 
 /// Encodes each batch's tags for storage. A dictionary that cannot assign ids right now (an

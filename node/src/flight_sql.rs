@@ -52,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataValue};
 
-use crate::config::FlightSqlConfig;
+use crate::{config::FlightSqlConfig, server::on_query_runtime};
 
 /// Counters of the Flight SQL endpoint, exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -193,12 +193,11 @@ impl FlightSql {
     async fn run(&self, sql: String, params: Vec<ScalarValue>) -> Result<QueryOutput, Status> {
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(&self.engine);
-        let result = self
-            .query_runtime
-            .spawn(async move { engine.sql_with_params(&sql, params).await })
-            .await
-            .unwrap_or_else(|e| Err(QueryError::Internal(format!("query task failed: {e}"))));
-        result.map_err(|e| self.status_of(e))
+        on_query_runtime(&self.query_runtime, async move {
+            engine.sql_with_params(&sql, params).await
+        })
+        .await
+        .map_err(|e| self.status_of(e))
     }
 
     async fn describe(
@@ -206,11 +205,12 @@ impl FlightSql {
         sql: String,
     ) -> Result<flowmesh_query_planner::StatementShape, Status> {
         let engine = Arc::clone(&self.engine);
-        self.query_runtime
-            .spawn(async move { engine.describe(&sql).await })
-            .await
-            .unwrap_or_else(|e| Err(QueryError::Internal(format!("query task failed: {e}"))))
-            .map_err(|e| self.status_of(e))
+        on_query_runtime(
+            &self.query_runtime,
+            async move { engine.describe(&sql).await },
+        )
+        .await
+        .map_err(|e| self.status_of(e))
     }
 
     fn status_of(&self, e: QueryError) -> Status {

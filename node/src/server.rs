@@ -147,11 +147,8 @@ async fn run_sql(state: ApiState, headers: &HeaderMap, sql: String) -> Response 
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let engine = Arc::clone(&state.engine);
-    let result = state
-        .query_runtime
-        .spawn(async move { engine.sql(&sql).await })
-        .await
-        .unwrap_or_else(|e| Err(QueryError::Internal(format!("query task failed: {e}"))));
+    let result =
+        on_query_runtime(&state.query_runtime, async move { engine.sql(&sql).await }).await;
     let out = match result {
         Ok(out) => out,
         Err(e) => {
@@ -193,6 +190,18 @@ async fn run_sql(state: ApiState, headers: &HeaderMap, sql: String) -> Response 
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
         }
     }
+}
+
+/// Runs query work on the query runtime (off the HTTP and gRPC threads); a task that
+/// panics or is cancelled is an internal error.
+pub(crate) async fn on_query_runtime<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    work: impl std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
+) -> Result<T, QueryError> {
+    runtime
+        .spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(QueryError::Internal(format!("query task failed: {e}"))))
 }
 
 fn error_response(code: StatusCode, message: &str) -> Response {

@@ -130,9 +130,21 @@ fn ensure_monotonic(buckets: &mut [Bucket]) -> bool {
     forced
 }
 
+/// Buckets sorted by bound, merged where bounds repeat, counts made monotonic; `None`
+/// without a `+Inf` bucket (the answer is then NaN).
+fn cumulative(mut buckets: Vec<Bucket>) -> Option<Vec<Bucket>> {
+    sort_buckets(&mut buckets);
+    if buckets.last()?.upper_bound != f64::INFINITY {
+        return None;
+    }
+    let mut buckets = coalesce(buckets);
+    ensure_monotonic(&mut buckets);
+    Some(buckets)
+}
+
 /// The `q`-quantile from cumulative buckets, interpolating linearly within a bucket
 /// (the lowest bucket starts at 0 unless its bound is not positive).
-pub(crate) fn bucket_quantile(q: f64, mut buckets: Vec<Bucket>) -> f64 {
+pub(crate) fn bucket_quantile(q: f64, buckets: Vec<Bucket>) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -142,13 +154,9 @@ pub(crate) fn bucket_quantile(q: f64, mut buckets: Vec<Bucket>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    sort_buckets(&mut buckets);
-    match buckets.last() {
-        Some(b) if b.upper_bound == f64::INFINITY => {}
-        _ => return f64::NAN,
-    }
-    let mut buckets = coalesce(buckets);
-    ensure_monotonic(&mut buckets);
+    let Some(buckets) = cumulative(buckets) else {
+        return f64::NAN;
+    };
     if buckets.len() < 2 {
         return f64::NAN;
     }
@@ -178,14 +186,10 @@ pub(crate) fn bucket_quantile(q: f64, mut buckets: Vec<Bucket>) -> f64 {
 
 /// The fraction of observations between `lower` and `upper`, interpolating linearly
 /// inside buckets; buckets of infinite width contribute at their finite edge.
-pub(crate) fn bucket_fraction(lower: f64, upper: f64, mut buckets: Vec<Bucket>) -> f64 {
-    sort_buckets(&mut buckets);
-    match buckets.last() {
-        Some(b) if b.upper_bound == f64::INFINITY => {}
-        _ => return f64::NAN,
-    }
-    let mut buckets = coalesce(buckets);
-    ensure_monotonic(&mut buckets);
+pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: Vec<Bucket>) -> f64 {
+    let Some(buckets) = cumulative(buckets) else {
+        return f64::NAN;
+    };
     let count = buckets.last().map_or(0.0, |b| b.count);
     if count == 0.0 || lower.is_nan() || upper.is_nan() {
         return f64::NAN;

@@ -76,8 +76,18 @@ impl TagKind {
     pub const METRIC: TagKind = TagKind(23);
     /// A series' labels (or a point's tags) in canonical form, `a="x",b="y"` sorted by name.
     pub const SERIES: TagKind = TagKind(24);
+    /// A Kubernetes pod as a resource: `namespace/name`, unique in a cluster at any time.
+    pub const K8S_POD: TagKind = TagKind(25);
+    /// A Kubernetes namespace (`pod_ns_*`).
+    pub const POD_NS: TagKind = TagKind(26);
+    /// The Kubernetes node a pod is scheduled on (`pod_node_*`).
+    pub const POD_NODE: TagKind = TagKind(27);
+    /// A pod's workload, its controlling owner (`pod_group_*`: a Deployment's name, …).
+    pub const POD_GROUP: TagKind = TagKind(28);
+    /// The workload's kind (`pod_group_type_*`: `Deployment`, `StatefulSet`, …).
+    pub const POD_GROUP_TYPE: TagKind = TagKind(29);
     /// Every well-known kind, in id order.
-    pub const WELL_KNOWN: [TagKind; 24] = [
+    pub const WELL_KNOWN: [TagKind; 29] = [
         Self::NODE,
         Self::CLUSTER,
         Self::PROCESS,
@@ -102,6 +112,11 @@ impl TagKind {
         Self::CONTAINER_ID,
         Self::METRIC,
         Self::SERIES,
+        Self::K8S_POD,
+        Self::POD_NS,
+        Self::POD_NODE,
+        Self::POD_GROUP,
+        Self::POD_GROUP_TYPE,
     ];
     /// The first value free for [`TagKind::custom`].
     pub const FIRST_CUSTOM: u16 = 1024;
@@ -143,6 +158,11 @@ impl TagKind {
             Self::CONTAINER_ID => "container_id",
             Self::METRIC => "metric",
             Self::SERIES => "series",
+            Self::K8S_POD => "k8s_pod",
+            Self::POD_NS => "pod_ns",
+            Self::POD_NODE => "pod_node",
+            Self::POD_GROUP => "pod_group",
+            Self::POD_GROUP_TYPE => "pod_group_type",
             _ => return None,
         })
     }

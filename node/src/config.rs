@@ -162,6 +162,62 @@ impl Default for QuerySettings {
     }
 }
 
+/// Kubernetes AutoTagging (DESIGN.md §5): pods from the API server become resources that
+/// rows reach through their process's container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesSettings {
+    pub enabled: bool,
+    /// The API server's URL; empty means the in-cluster address from
+    /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, and no watch outside a cluster.
+    pub api_server: String,
+    /// Bearer token, re-read on every connection (projected tokens rotate); unused if
+    /// the file does not exist.
+    pub token_file: std::path::PathBuf,
+    /// CA bundle (PEM) that signs the API server's certificate, for `https` URLs.
+    pub ca_file: std::path::PathBuf,
+    /// Only pods scheduled on this Kubernetes node (`spec.nodeName`); empty means all pods.
+    pub node_name: String,
+    /// Longest wait for the API server to connect or to send the next part of an answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        let account = std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount");
+        Self {
+            enabled: true,
+            api_server: String::new(),
+            token_file: account.join("token"),
+            ca_file: account.join("ca.crt"),
+            node_name: String::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl KubernetesSettings {
+    /// The API server to watch, if any: the configured URL, else the in-cluster one from
+    /// `env` (the process environment in the node).
+    pub fn api_server(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        if !self.api_server.is_empty() {
+            return Some(self.api_server.trim_end_matches('/').to_string());
+        }
+        let host = env("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty())?;
+        let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Some(format!("https://{host}:{port}"))
+    }
+}
+
 /// The node's replica of its region's tag dictionary (a Raft group, DESIGN.md §5).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -252,6 +308,7 @@ pub struct NodeConfig {
     pub packet: PacketSettings,
     pub query: QuerySettings,
     pub consensus: ConsensusSettings,
+    pub kubernetes: KubernetesSettings,
 }
 
 /// A configuration problem, naming the key or file.
@@ -309,6 +366,20 @@ impl NodeConfig {
         if self.flight_sql.max_prepared_statements == 0 {
             return Err(ConfigError::Invalid(
                 "flight_sql.max_prepared_statements must be at least 1".into(),
+            ));
+        }
+        if !self.kubernetes.api_server.is_empty()
+            && !self.kubernetes.api_server.starts_with("http://")
+            && !self.kubernetes.api_server.starts_with("https://")
+        {
+            return Err(ConfigError::Invalid(format!(
+                "kubernetes.api_server {:?} must be an http:// or https:// URL",
+                self.kubernetes.api_server
+            )));
+        }
+        if self.kubernetes.timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "kubernetes.timeout must be positive".into(),
             ));
         }
         if self.capture.payload_cap_bytes > 4096 {

@@ -165,42 +165,59 @@ impl TagEncoder {
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     }
 
-    /// Registers the process resources of a [`tables::process_batch`] (AutoTagging): their
-    /// attributes are interned, then one version per process is recorded in the
-    /// dictionary's resource tables (a no-op when that version is already in force).
+    /// Registers the process resources of a [`tables::process_batch`] (AutoTagging).
     pub async fn register_processes(&self, batch: &RecordBatch) -> Result<(), EncodeError> {
+        self.register_resources(TagKind::GPROCESS, &tables::PROCESS_ATTRIBUTES, batch)
+            .await
+    }
+
+    /// Registers resources of `kind` from a batch whose columns are the resource key
+    /// (a string), `valid_from_us` (Int64) and one string column per kind in `attributes`:
+    /// each column's strings are interned in one call, then one version per row is
+    /// recorded in the dictionary's resource tables (a no-op when that version is already
+    /// in force).
+    pub async fn register_resources(
+        &self,
+        kind: TagKind,
+        attributes: &[TagKind],
+        batch: &RecordBatch,
+    ) -> Result<(), EncodeError> {
+        let bad_column = |i: usize| EncodeError::NotStrings {
+            table: format!("resource.{kind}"),
+            column: batch
+                .schema()
+                .fields()
+                .get(i)
+                .map_or_else(|| format!("#{i}"), |f| f.name().clone()),
+        };
         let strings = |i: usize| {
             batch
-                .column(i)
-                .as_string_opt::<i32>()
-                .ok_or_else(|| EncodeError::NotStrings {
-                    table: tables::PROCESS_RESOURCES.to_string(),
-                    column: batch.schema().field(i).name().clone(),
-                })
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| bad_column(i))
         };
-        let keys = self.encode_column(TagKind::GPROCESS, strings(0)?).await?;
+        let keys = self.encode_column(kind, strings(0)?).await?;
         let valid_from = batch
-            .column(1)
-            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
-            .ok_or_else(|| EncodeError::NotStrings {
-                table: tables::PROCESS_RESOURCES.to_string(),
-                column: "valid_from_us".into(),
-            })?;
-        let mut attributes = Vec::with_capacity(tables::PROCESS_ATTRIBUTES.len());
-        for (offset, kind) in tables::PROCESS_ATTRIBUTES.iter().enumerate() {
-            attributes.push((
-                *kind,
-                self.encode_column(*kind, strings(2 + offset)?).await?,
+            .columns()
+            .get(1)
+            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>())
+            .ok_or_else(|| bad_column(1))?;
+        let mut ids = Vec::with_capacity(attributes.len());
+        for (offset, attribute) in attributes.iter().enumerate() {
+            ids.push((
+                *attribute,
+                self.encode_column(*attribute, strings(2 + offset)?).await?,
             ));
         }
         for row in 0..batch.num_rows() {
             let version = ResourceVersion {
-                kind: TagKind::GPROCESS,
+                kind,
                 id: keys.value(row),
                 valid_from_us: valid_from.value(row),
-                attrs: attributes
+                attrs: ids
                     .iter()
-                    .map(|(kind, ids)| (*kind, ids.value(row)))
+                    .map(|(attribute, ids)| (*attribute, ids.value(row)))
                     .collect(),
             };
             self.client.register_resource(version).await?;
@@ -361,11 +378,11 @@ impl TagDictionary for QueryDictionary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A one-voter dictionary under `dir`, with its leader elected.
-    async fn single_node(dir: &std::path::Path) -> Dictionary {
+    pub(crate) async fn single_node(dir: &std::path::Path) -> Dictionary {
         let config = ConsensusConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.join("consensus"),

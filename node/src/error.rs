@@ -13,6 +13,8 @@ pub enum NodeError {
     Packet(#[from] flowmesh_packet::PacketError),
     #[error("tag dictionary: {0}")]
     Dictionary(#[from] flowmesh_consensus::ConsensusError),
+    #[error("kubernetes: {0}")]
+    Kubernetes(#[from] crate::k8s::K8sError),
     #[error("query engine: {0}")]
     Query(#[from] flowmesh_query_planner::QueryError),
     #[error("failed to {action}: {source}")]

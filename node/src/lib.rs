@@ -16,6 +16,7 @@ pub mod dictionary;
 pub mod error;
 pub mod flight_sql;
 pub mod ingest;
+pub mod k8s;
 pub mod metrics;
 pub mod packet;
 pub mod prom_api;
@@ -98,6 +99,7 @@ impl Node {
             encode_retries: Default::default(),
             ingest: Arc::new(ingest::IngestStats::default()),
             flight_sql: Arc::new(flight_sql::FlightSqlStats::default()),
+            kubernetes: Arc::new(k8s::K8sStats::default()),
         });
 
         let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
@@ -215,6 +217,20 @@ impl Node {
             }
         });
 
+        // Kubernetes AutoTagging: pods from the API server, when there is one
+        let api_server = config
+            .kubernetes
+            .api_server(|name| std::env::var(name).ok());
+        if let Some(api_server) = api_server.clone() {
+            let watcher = k8s::PodWatcher::new(
+                api_server,
+                &config.kubernetes,
+                TagEncoder::new(dictionary.client(), &[]),
+                Arc::clone(&metrics.kubernetes),
+            )?;
+            tasks.spawn(watcher.run(background_cancel.clone()));
+        }
+
         let (listener, http_addr) = bind(config.http.listen, "bind the HTTP listener").await?;
         let flight_sql_addr = if config.flight_sql.enabled {
             let (listener, addr) =
@@ -271,6 +287,7 @@ impl Node {
                     "data_dir": status_shard.data_dir().display().to_string(),
                     "capture": { "enabled": capture_enabled },
                     "flight_sql": { "listen": flight_sql_addr.map(|a| a.to_string()) },
+                    "kubernetes": { "api_server": &api_server },
                     "packet": { "interfaces": &packet_interfaces },
                     "storage": { "buffered_bytes": status_shard.buffered_bytes() },
                     "dictionary": status_dictionary.status_json(),

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub ingest: Arc<crate::ingest::IngestStats>,
     /// Flight SQL counters.
     pub flight_sql: Arc<crate::flight_sql::FlightSqlStats>,
+    /// Kubernetes pod watcher counters.
+    pub kubernetes: Arc<crate::k8s::K8sStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -67,6 +69,7 @@ impl Metrics {
         let s = self.shard.stats();
         let h = &self.http;
         let f = &self.flight_sql;
+        let k = &self.kubernetes;
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let p = &self.packet;
         let d = self.dictionary.stats();
@@ -401,6 +404,30 @@ impl Metrics {
                 "counter",
                 "Flight SQL calls refused for a missing or wrong token.",
                 v(&f.unauthenticated),
+            ),
+            (
+                "flowmesh_kubernetes_pods_seen_total",
+                "counter",
+                "Pod versions from the Kubernetes API registered as resources.",
+                v(&k.pods_seen),
+            ),
+            (
+                "flowmesh_kubernetes_watch_events_total",
+                "counter",
+                "Pod watch events read from the Kubernetes API.",
+                v(&k.watch_events),
+            ),
+            (
+                "flowmesh_kubernetes_lists_total",
+                "counter",
+                "Full pod lists (the first and every relist).",
+                v(&k.lists),
+            ),
+            (
+                "flowmesh_kubernetes_errors_total",
+                "counter",
+                "Failed pod lists or watches (each retried after a backoff).",
+                v(&k.errors),
             ),
         ]
     }

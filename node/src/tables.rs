@@ -184,8 +184,6 @@ pub fn l7_flow_log_schema() -> SchemaRef {
         opt("process_id_1", DataType::UInt32),
         s("gprocess_id_0"),
         s("gprocess_id_1"),
-        s("pod_0"),
-        s("pod_1"),
         s("trace_id"),
         s("span_id"),
         s("parent_span_id"),
@@ -255,8 +253,6 @@ pub fn l7_flow_log_batch(tags: &NodeTags, rows: &[L7Row]) -> Result<RecordBatch,
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.process_id_1))),
         strs(rows, |r| &r.gprocess_0),
         strs(rows, |r| &r.gprocess_1),
-        repeat("", n),
-        repeat("", n),
         strs(rows, |r| &r.trace_id),
         strs(rows, |r| &r.span_id),
         strs(rows, |r| &r.parent_span_id),
@@ -321,26 +317,59 @@ pub fn process_batch(processes: &[Arc<ProcessInfo>]) -> Result<RecordBatch, Arro
     )
 }
 
-/// Columns a table shows but does not store: attributes of the process resource on each
-/// side, as they were at the row's time (DESIGN.md §5, meta tags).
+/// The attributes of a Kubernetes pod resource (key `namespace/name`), in
+/// [`crate::k8s`]'s pod batch column order after the key and `valid_from_us`.
+pub const POD_ATTRIBUTES: [TagKind; 6] = [
+    TagKind::POD,
+    TagKind::POD_NS,
+    TagKind::POD_NODE,
+    TagKind::POD_GROUP,
+    TagKind::POD_GROUP_TYPE,
+    TagKind::SERIES,
+];
+
+/// The attribute of a container resource (key: the container id): its pod.
+pub const CONTAINER_ATTRIBUTES: [TagKind; 1] = [TagKind::K8S_POD];
+
+/// Columns a table shows but does not store (DESIGN.md §5, meta tags), each as it was at
+/// the row's time:
+/// - attributes of the process resource on each side (`auto_service_1`, …);
+/// - attributes of the Kubernetes pod that process's container belongs to (`pod_1`,
+///   `pod_ns_1`, `pod_group_1`, `k8s_labels_1` …), reached process → container → pod.
+///   `k8s.label.<name>_<side>` in SQL reads one label from `k8s_labels_<side>`.
 pub fn derived_tags(table: &str) -> Vec<DerivedTag> {
     if table != L7_FLOW_LOG {
         return Vec::new();
     }
-    let attrs = [
+    let process = [
         ("process_kname", TagKind::PROCESS),
         ("auto_service", TagKind::SERVICE),
         ("process_cmdline", TagKind::CMDLINE),
         ("process_exe", TagKind::EXE),
         ("container_id", TagKind::CONTAINER_ID),
     ];
-    attrs
+    let pod = [
+        ("pod", TagKind::POD),
+        ("pod_ns", TagKind::POD_NS),
+        ("pod_node", TagKind::POD_NODE),
+        ("pod_group", TagKind::POD_GROUP),
+        ("pod_group_type", TagKind::POD_GROUP_TYPE),
+        ("k8s_labels", TagKind::SERIES),
+    ];
+    let to_pod = vec![
+        TagKind::CONTAINER_ID.to_string(),
+        TagKind::K8S_POD.to_string(),
+    ];
+    process
         .iter()
-        .flat_map(|(name, kind)| {
+        .map(|(name, kind)| (name, kind, Vec::new()))
+        .chain(pod.iter().map(|(name, kind)| (name, kind, to_pod.clone())))
+        .flat_map(|(name, kind, via)| {
             ["0", "1"].map(|side| DerivedTag {
                 name: format!("{name}_{side}"),
                 kind: kind.to_string(),
                 resource_column: format!("gprocess_id_{side}"),
+                via: via.clone(),
             })
         })
         .collect()

@@ -43,16 +43,6 @@ fn http_arrow(node: &FlowmeshNode, sql: &str) -> (Vec<(String, String)>, Vec<Rec
     read_stream(response.bytes().unwrap().to_vec())
 }
 
-fn metric(node: &FlowmeshNode, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", node.port))
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-}
-
 #[test]
 fn adbc_lists_tables_and_gets_the_same_arrow_as_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,7 +177,7 @@ fn adbc_lists_tables_and_gets_the_same_arrow_as_http() {
         "the token works as a password: {seen}"
     );
 
-    assert!(metric(&node, "flowmesh_flight_sql_queries_total") >= 3.0);
-    assert!(metric(&node, "flowmesh_flight_sql_client_errors_total") >= 1.0);
-    assert!(metric(&node, "flowmesh_flight_sql_unauthenticated_total") >= 2.0);
+    assert!(node.metric("flowmesh_flight_sql_queries_total") >= 3.0);
+    assert!(node.metric("flowmesh_flight_sql_client_errors_total") >= 1.0);
+    assert!(node.metric("flowmesh_flight_sql_unauthenticated_total") >= 2.0);
 }

@@ -8,6 +8,7 @@
 //! see strings ([`tags`]). Later issues add PromQL and federated splitting.
 
 mod error;
+pub mod labels;
 pub mod tags;
 
 use std::sync::Arc;
@@ -131,6 +132,9 @@ impl QueryEngine {
             ctx.register_table(TableReference::partial(schema, table), provider)
                 .map_err(QueryError::from)?;
         }
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            labels::LabelValue::default(),
+        ));
         Ok(Self { ctx, tags: None })
     }
 
@@ -220,8 +224,19 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(QueryError::from)?;
+        labels::rewrite_label_columns(&mut statement);
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(QueryError::from)?;
+        options.verify_plan(&plan).map_err(QueryError::from)?;
         self.ctx
-            .sql_with_options(sql, options)
+            .execute_logical_plan(plan)
             .await
             .map_err(QueryError::from)
     }

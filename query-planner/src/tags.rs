@@ -68,6 +68,11 @@ pub const TAG_DERIVE: &str = "tag_derive";
 /// A column users see but rows do not store: an attribute of the resource another column
 /// identifies (e.g. `auto_service_1` from the server process `gprocess_id_1`), as it was
 /// at the row's `time`.
+///
+/// With `via`, the attribute belongs to a resource further along a chain: each kind in
+/// `via` is an attribute of the resource before it and names the next resource (e.g.
+/// `pod_ns_1`: process → its `container_id` → that container's `k8s_pod` → the pod's
+/// `pod_ns`). Every hop takes the version in force at the row's time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DerivedTag {
     /// The column's name.
@@ -76,6 +81,8 @@ pub struct DerivedTag {
     pub kind: String,
     /// The stored tag column holding the resource's id.
     pub resource_column: String,
+    /// Resource kinds hopped through between the stored resource and the attribute.
+    pub via: Vec<String>,
 }
 
 /// A tag column: `UInt32` ids of `kind`.
@@ -695,20 +702,23 @@ impl TagRewriter {
                     return column(stored_schema.field(i).name());
                 }
                 let d = &derived[i - width];
-                let resource_kind = stored_schema
+                let mut resource_kind = stored_schema
                     .field_with_name(&d.resource_column)
                     .ok()
                     .and_then(|f| tag_kind(f))
                     .unwrap_or_default()
                     .to_string();
-                self.derive
-                    .call(vec![
-                        column(&d.resource_column),
+                let mut id = column(&d.resource_column);
+                for attribute in d.via.iter().chain([&d.kind]) {
+                    id = self.derive.call(vec![
+                        id,
                         column("time"),
                         utf8(resource_kind),
-                        utf8(d.kind.clone()),
-                    ])
-                    .alias_qualified(Some(name.clone()), &d.name)
+                        utf8(attribute.clone()),
+                    ]);
+                    resource_kind = attribute.clone();
+                }
+                id.alias_qualified(Some(name.clone()), &d.name)
             })
             .collect();
         Ok(LogicalPlan::Projection(Projection::try_new(

@@ -29,8 +29,8 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 struct TestDictionary {
     ids: HashMap<(String, String), u32>,
     strings: HashMap<(String, u32), Arc<str>>,
-    /// gprocess id → [(valid_from_us, service id)]
-    services: HashMap<u32, Vec<(i64, u32)>>,
+    /// (resource kind, resource id, attribute kind) → [(valid_from_us, attribute id)]
+    versions: HashMap<(String, u32, String), Vec<(i64, u32)>>,
     /// Literals looked up: the rewrite must never create ids.
     lookups: Mutex<Vec<String>>,
 }
@@ -64,11 +64,16 @@ impl TagDictionary for TestDictionary {
             .copied()
     }
     fn decode(&self, kind: &str, id: u32) -> Option<Arc<str>> {
+        if id == flowmesh_query_planner::tags::EMPTY {
+            return Some(Arc::from("")); // as the real dictionary: id 0 is the empty string
+        }
         self.strings.get(&(kind.to_string(), id)).cloned()
     }
     fn attribute_versions(&self, resource_kind: &str, id: u32, attribute: &str) -> Vec<(i64, u32)> {
-        assert_eq!((resource_kind, attribute), ("gprocess", "service"));
-        self.services.get(&id).cloned().unwrap_or_default()
+        self.versions
+            .get(&(resource_kind.to_string(), id, attribute.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -107,6 +112,25 @@ fn process_of(service: &str) -> &'static str {
         "web" | "admin" => "gp-frontend",
         other => PROCESSES.iter().find(|p| p.1 == other).unwrap().0,
     }
+}
+
+/// A service's team and labels over time (a resource reached in two hops: row → process →
+/// service → team): `user` moved from `identity` to `accounts` at second 4. Services not
+/// listed have neither (an empty tag).
+const SERVICE_TAGS: &[(&str, &str, &str, i64)] = &[
+    ("cart", "shop", r#"app="cart",tier="backend""#, 0),
+    ("user", "identity", r#"app="user""#, 0),
+    ("user", "accounts", r#"app="user",tier="backend""#, 4),
+    ("db", "platform", r#"app="db",tier="storage""#, 0),
+    ("web", "shop", r#"app="web",tier="frontend""#, 0),
+];
+
+/// The (team, labels) of `service` at second `at`.
+fn service_tags(service: &str, at: i64) -> (&'static str, &'static str) {
+    SERVICE_TAGS
+        .iter()
+        .rfind(|t| t.0 == service && t.3 <= at)
+        .map_or(("", ""), |t| (t.1, t.2))
 }
 
 /// (service, team): a second table to join on.
@@ -167,6 +191,27 @@ fn tables(dictionary: Option<&TestDictionary>) -> Tables {
     if dictionary.is_none() {
         fields.extend([tag("auto_service_0", ""), tag("auto_service_1", "")]);
         columns.extend([tags("", column(|r| r.0)), tags("", column(|r| r.1))]);
+        for (name, pick) in [
+            (
+                "team",
+                (|t: (&'static str, &'static str)| t.0) as fn(_) -> &'static str,
+            ),
+            ("k8s_labels", |t| t.1),
+        ] {
+            for side in 0..2 {
+                fields.push(tag(&format!("{name}_{side}"), ""));
+                columns.push(tags(
+                    "",
+                    REQUESTS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            pick(service_tags(if side == 0 { r.0 } else { r.1 }, i as i64))
+                        })
+                        .collect(),
+                ));
+            }
+        }
     }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
@@ -187,14 +232,21 @@ fn tables(dictionary: Option<&TestDictionary>) -> Tables {
     let requests: Arc<dyn datafusion::catalog::TableProvider> = match dictionary {
         Some(_) => Arc::new(EncodedTable::with_derived(
             requests,
-            ["0", "1"]
-                .iter()
-                .map(|side| DerivedTag {
-                    name: format!("auto_service_{side}"),
-                    kind: "service".into(),
+            [
+                ("auto_service", "service", vec![]),
+                ("team", "team", vec!["service".to_string()]),
+                ("k8s_labels", "series", vec!["service".to_string()]),
+            ]
+            .iter()
+            .flat_map(|(name, kind, via)| {
+                ["0", "1"].map(|side| DerivedTag {
+                    name: format!("{name}_{side}"),
+                    kind: kind.to_string(),
                     resource_column: format!("gprocess_id_{side}"),
+                    via: via.clone(),
                 })
-                .collect(),
+            })
+            .collect(),
         )),
         None => requests,
     };
@@ -214,13 +266,27 @@ fn dictionary() -> TestDictionary {
         ("service", services),
         ("endpoint", REQUESTS.iter().map(|r| r.2).collect()),
         ("gprocess", PROCESSES.iter().map(|p| p.0).collect()),
+        ("team", SERVICE_TAGS.iter().map(|t| t.1).collect()),
+        ("series", SERVICE_TAGS.iter().map(|t| t.2).collect()),
     ]);
-    for (process, service, from) in PROCESSES {
-        let (process, service) = (d.id("gprocess", process), d.id("service", service));
-        d.services
-            .entry(process)
+    let mut version = |resource: (&str, &str), attribute: (&str, &str), from: i64| {
+        let key = (
+            resource.0.to_string(),
+            d.id(resource.0, resource.1),
+            attribute.0.to_string(),
+        );
+        let id = d.id(attribute.0, attribute.1);
+        d.versions
+            .entry(key)
             .or_default()
-            .push((from * 1_000_000, service));
+            .push((from * 1_000_000, id));
+    };
+    for (process, service, from) in PROCESSES {
+        version(("gprocess", process), ("service", service), *from);
+    }
+    for (service, team, labels, from) in SERVICE_TAGS {
+        version(("service", service), ("team", team), *from);
+        version(("service", service), ("series", labels), *from);
     }
     d
 }

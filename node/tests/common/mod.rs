@@ -115,6 +115,18 @@ impl FlowmeshNode {
         node
     }
 
+    /// The value of one of the node's own metrics in `/metrics`.
+    #[allow(dead_code)] // not every test binary reads metrics
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

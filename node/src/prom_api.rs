@@ -1,5 +1,7 @@
 //! The Prometheus HTTP API under `/prom/api/v1/` (DESIGN.md §6, §8), answered by the
-//! `flowmesh-promql` engine over `prometheus.samples` ([`crate::prom_source`]).
+//! `flowmesh-promql` engine over the node's metrics ([`crate::prom_source`]): remote_write
+//! samples, the RED tables as `flowmesh_…` counters and gauges, and Influx points as
+//! `<measurement>_<field>` (docs/decisions/0004-red-metrics-in-promql.md).
 //!
 //! Grafana's Prometheus data source and `promtool query` point at `http://<node>:20416/prom`.
 //! Routes (GET, and POST with a form-encoded body, as Prometheus takes them):
@@ -8,7 +10,8 @@
 //!   `step`, `timeout`);
 //! - `series` (`match[]` required), `labels` and `label/{name}/values` (`match[]`
 //!   optional), each with `start`/`end` and an optional `limit`;
-//! - `metadata` (no metadata is stored: always `{}`) and `status/buildinfo`.
+//! - `metadata` (`metric`, `limit`): the type and help of the RED metrics (none is
+//!   stored for remote_write or Influx data), and `status/buildinfo`.
 //!
 //! Answers keep Prometheus' JSON exactly: `{"status":"success","data":…}` with sample
 //! values as strings formatted like Go's `strconv.FormatFloat` (`'e'` format below 1e-6
@@ -21,7 +24,7 @@
 //!
 //! The engine runs on the query runtime's blocking pool, at most [`MAX_CONCURRENT`]
 //! queries at once, each within its timeout (the `timeout` parameter, at most
-//! [`DEFAULT_TIMEOUT`]); its selectors reach storage through the [`SamplesSource`].
+//! [`DEFAULT_TIMEOUT`]); its selectors reach storage through the [`PromSource`].
 
 use std::{
     sync::Arc,
@@ -42,7 +45,7 @@ use flowmesh_query_planner::QueryEngine;
 use serde_json::json;
 
 use crate::{
-    prom_source::{DeadlineSource, SamplesSource},
+    prom_source::{DeadlineSource, PromSource, red},
     server::ApiState,
 };
 
@@ -62,14 +65,14 @@ const MAX_TIME_TEXT: &str = "292277025-08-18T07:12:54.999999999Z";
 
 /// The API's shared part: the series source, engine options and the concurrency gate.
 pub struct PromApi {
-    source: SamplesSource,
+    source: PromSource,
     runtime: tokio::runtime::Handle,
     options: EngineOptions,
     permits: tokio::sync::Semaphore,
 }
 
 impl PromApi {
-    /// Serves `prometheus.samples` through `engine`, evaluating on `runtime` (the node's
+    /// Serves the node's metrics through `engine`, evaluating on `runtime` (the node's
     /// query runtime).
     pub fn new(engine: Arc<QueryEngine>, runtime: tokio::runtime::Handle) -> Self {
         let options = EngineOptions {
@@ -79,7 +82,7 @@ impl PromApi {
             ..EngineOptions::default()
         };
         Self {
-            source: SamplesSource::new(engine, runtime.clone()),
+            source: PromSource::new(engine, runtime.clone()).with_max_samples(options.max_samples),
             runtime,
             options,
             permits: tokio::sync::Semaphore::new(MAX_CONCURRENT),
@@ -331,9 +334,40 @@ async fn values_of(
     Ok(string_list(values.into_iter(), limit))
 }
 
-/// `GET /prom/api/v1/metadata`: no metric metadata is stored.
-pub async fn metadata() -> Response {
-    respond(Ok(success("{}")))
+/// `GET /prom/api/v1/metadata`: the RED metric families (optionally only `metric`, at
+/// most `limit` of them), each with one `{type, help, unit}`.
+pub async fn metadata(headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    respond(metadata_of(&headers, raw.as_deref()))
+}
+
+fn metadata_of(headers: &HeaderMap, raw: Option<&str>) -> Result<String, ApiError> {
+    let params = Params::parse(headers, raw, b"")?;
+    let metric = params.get("metric").filter(|m| !m.is_empty());
+    let limit = match params.get("limit") {
+        // Prometheus: a negative or absent limit is no limit
+        None | Some("") => None,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n < 0 => None,
+            Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            Err(_) => {
+                return Err(ApiError::bad_data(format!(
+                    "invalid parameter \"limit\": cannot parse {v:?}"
+                )));
+            }
+        },
+    };
+    let mut data = serde_json::Map::new();
+    for family in red::metadata()
+        .into_iter()
+        .filter(|f| metric.is_none_or(|m| f.family == m))
+        .take(limit.unwrap_or(usize::MAX))
+    {
+        data.insert(
+            family.family,
+            json!([{ "type": family.kind.as_str(), "help": family.help, "unit": "" }]),
+        );
+    }
+    Ok(success(&serde_json::Value::Object(data).to_string()))
 }
 
 /// `GET /prom/api/v1/status/buildinfo`. The version is the Prometheus release whose

@@ -1,59 +1,98 @@
-//! The PromQL engine's [`SeriesSource`] over `prometheus.samples` (DESIGN.md §4, §6;
-//! docs/decisions/0003-promql-evaluator.md).
+//! The PromQL engine's [`SeriesSource`] (DESIGN.md §4, §6;
+//! docs/decisions/0003-promql-evaluator.md, 0004-red-metrics-in-promql.md).
 //!
-//! A selector becomes one SQL statement run by the node's [`QueryEngine`] on the query
-//! runtime:
+//! [`PromSource`] fans one selector out to three kinds of metrics, each read with SQL by
+//! the node's [`QueryEngine`] on the query runtime:
 //!
-//! - `time` is filtered to the selector's range, so the shard reads only the segments and
-//!   row groups that overlap it;
-//! - an equality (or inequality) matcher on `__name__` becomes `metric = 'x'`, which the
-//!   planner rewrites to a dictionary id comparison (an unknown name matches nothing);
-//! - rows are grouped by `(metric, labels)` with the samples of each series gathered by
-//!   `array_agg`: group keys stay dictionary ids until the output, so each series' label
-//!   string is decoded once, not once per sample;
-//! - every other matcher (regular expressions on `__name__`, any matcher on a label) is
-//!   applied here, after parsing the canonical `labels` string back into pairs
-//!   ([`parse_canonical_labels`]).
+//! - `prometheus.samples` (remote_write), here: the metric name is the `metric` column;
+//! - the RED tables `flow_metrics.*` as counters and gauges ([`red`]), e.g.
+//!   `flowmesh_application_request_total`;
+//! - Influx points in `ext_metrics.metrics` as `<measurement>_<field>` ([`influx`]).
 //!
-//! [`SeriesSource::select`] is synchronous: it spawns the statement on the query runtime
-//! and waits for the answer, so it must be called from a blocking thread (the API runs the
-//! engine under `spawn_blocking`), never from a runtime worker.
+//! For every kind, `time` is filtered to the selector's range, so the shard reads only
+//! the segments and row groups that overlap it, and an equality on the metric name (or
+//! on a RED key column) becomes an SQL comparison, which the planner rewrites to a
+//! dictionary id comparison (an unknown name matches nothing). Rows are grouped by
+//! series with their samples gathered by `array_agg`: group keys stay dictionary ids
+//! until the output, so each series' labels are decoded once, not once per sample.
+//! Every other matcher is applied here to the decoded labels. The same label set from
+//! two kinds is one series.
+//!
+//! For `prometheus.samples`, an equality (or inequality) matcher on `__name__` becomes
+//! `metric = 'x'`; the canonical `labels` string is parsed back into pairs
+//! ([`parse_canonical_labels`]).
+//!
+//! [`SeriesSource::select`] is synchronous: it spawns the statements on the query runtime
+//! and waits for their rows, so it must be called from a blocking thread (the API runs
+//! the engine under `spawn_blocking`), never from a runtime worker. The RED samples are
+//! built from those rows on the calling thread, off the runtime.
 //!
 //! Series are identified by their labels only: the node's `region`, `cluster` and `node`
 //! columns are not added as labels, so results look as they do in Prometheus.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 use datafusion::arrow::{
-    array::{Array, AsArray, RecordBatch},
+    array::{Array, AsArray, Float64Array, GenericListArray, Int64Array, RecordBatch, StringArray},
     datatypes::{DataType, Float64Type, Int64Type},
 };
-use flowmesh_promql::{Error, LabelMatcher, Labels, METRIC_NAME, MatchOp, Series, SeriesSource};
+use flowmesh_promql::{
+    EngineOptions, Error, LabelMatcher, Labels, METRIC_NAME, MatchOp, Series, SeriesSource,
+};
 use flowmesh_query_planner::{QueryEngine, QueryError};
 
 use crate::tables::ingested::PROM_SAMPLES;
+
+pub mod influx;
+pub mod red;
 
 /// Timestamps handed to SQL are clamped to this many µs either side of the epoch (about
 /// ±126 000 years): far beyond any stored sample, and safely inside `i64`.
 const MAX_ABS_TIME_US: i64 = 4_000_000_000_000_000_000;
 
-/// `prometheus.samples` as a PromQL series source.
+/// The node's metrics as a PromQL series source: remote_write samples, the RED tables
+/// and Influx points.
 #[derive(Clone)]
-pub struct SamplesSource {
+pub struct PromSource {
     engine: Arc<QueryEngine>,
     runtime: tokio::runtime::Handle,
+    /// Samples one selection may build (the RED kind's are generated, not read).
+    max_samples: usize,
 }
 
-impl std::fmt::Debug for SamplesSource {
+impl std::fmt::Debug for PromSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SamplesSource").finish_non_exhaustive()
+        f.debug_struct("PromSource").finish_non_exhaustive()
     }
 }
 
-impl SamplesSource {
-    /// A source that runs its SQL with `engine` on `runtime` (the node's query runtime).
+/// What one selection read, before the RED rows become samples.
+#[derive(Debug, Default)]
+struct Fetched {
+    /// Series read as they are stored (remote_write samples, Influx points).
+    stored: Vec<Series>,
+    /// RED rows, one entry per table.
+    red: Vec<red::Fetched>,
+}
+
+impl PromSource {
+    /// A source that runs its SQL with `engine` on `runtime` (the node's query runtime),
+    /// building at most the engine's default `max_samples` per selection.
     pub fn new(engine: Arc<QueryEngine>, runtime: tokio::runtime::Handle) -> Self {
-        Self { engine, runtime }
+        Self {
+            engine,
+            runtime,
+            max_samples: EngineOptions::default().max_samples,
+        }
+    }
+
+    /// This source, building at most `max_samples` per selection (the query's limit).
+    pub fn with_max_samples(mut self, max_samples: usize) -> Self {
+        self.max_samples = max_samples;
+        self
     }
 
     /// This source with a deadline for every statement it runs (one query's budget).
@@ -73,9 +112,55 @@ impl SamplesSource {
         end_ms: i64,
         deadline: Option<Instant>,
     ) -> Result<Vec<Series>, Error> {
+        let fetched = self.fetch(matchers, start_ms, end_ms, deadline).await?;
+        self.finish(fetched, matchers, start_ms, end_ms, now_ms())
+    }
+
+    /// Reads what a selection needs from every kind.
+    async fn fetch(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        deadline: Option<Instant>,
+    ) -> Result<Fetched, Error> {
         if start_ms > end_ms {
-            return Ok(Vec::new());
+            return Ok(Fetched::default());
         }
+        let mut stored = self
+            .samples_series(matchers, start_ms, end_ms, deadline)
+            .await?;
+        stored.extend(influx::select(self, matchers, start_ms, end_ms, deadline).await?);
+        let red = red::fetch(self, matchers, start_ms, end_ms, deadline).await?;
+        Ok(Fetched { stored, red })
+    }
+
+    /// The series of a selection from what [`Self::fetch`] read: RED rows become
+    /// samples as of `now_ms`, and one label set is one series.
+    fn finish(
+        &self,
+        fetched: Fetched,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Series>, Error> {
+        let mut budget = self.max_samples;
+        let mut out = fetched.stored;
+        for red in fetched.red {
+            red.series(matchers, start_ms, end_ms, now_ms, &mut budget, &mut out)?;
+        }
+        Ok(merge_series(out))
+    }
+
+    /// Series of `prometheus.samples`.
+    async fn samples_series(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Series>, Error> {
         let sql = format!(
             "SELECT metric, labels, array_agg(named_struct('t', CAST(time AS BIGINT), 'v', value)) AS samples \
              FROM {PROM_SAMPLES} WHERE {} GROUP BY metric, labels",
@@ -84,11 +169,9 @@ impl SamplesSource {
         let batches = self.run(&sql, deadline).await?;
         let mut out = Vec::new();
         for batch in &batches {
-            let (metrics, labels) = label_columns(batch)?;
-            let samples = batch
-                .column(2)
-                .as_list_opt::<i32>()
-                .ok_or_else(|| unexpected("samples", batch.column(2).data_type()))?;
+            let metrics = string_column(batch, 0, "metric", PROM_SAMPLES)?;
+            let labels = string_column(batch, 1, "labels", PROM_SAMPLES)?;
+            let samples = list_column(batch, 2, PROM_SAMPLES)?;
             for row in 0..batch.num_rows() {
                 let Some(labels) = series_labels(metrics, labels, row)? else {
                     continue;
@@ -96,53 +179,15 @@ impl SamplesSource {
                 if !LabelMatcher::matches_all(matchers, &labels) {
                     continue;
                 }
-                let points = samples.value(row);
-                let points = points
-                    .as_struct_opt()
-                    .ok_or_else(|| unexpected("samples", points.data_type()))?;
-                let times = points
-                    .column(0)
-                    .as_primitive_opt::<Int64Type>()
-                    .ok_or_else(|| unexpected("sample time", points.column(0).data_type()))?;
-                let values = points
-                    .column(1)
-                    .as_primitive_opt::<Float64Type>()
-                    .ok_or_else(|| unexpected("sample value", points.column(1).data_type()))?;
-                let mut series: Vec<(i64, f64)> = (0..points.len())
-                    .filter(|&i| times.is_valid(i) && values.is_valid(i))
-                    .map(|i| (times.value(i).div_euclid(1000), values.value(i)))
-                    .filter(|(t, _)| (start_ms..=end_ms).contains(t))
-                    .collect();
-                // stable: of two samples at one millisecond the later stored wins
-                series.sort_by_key(|s| s.0);
-                series.dedup_by(|later, earlier| {
-                    if later.0 == earlier.0 {
-                        *earlier = *later;
-                        true
-                    } else {
-                        false
-                    }
-                });
-                if !series.is_empty() {
+                let points = points(samples, row, start_ms, end_ms, PROM_SAMPLES)?;
+                if !points.is_empty() {
                     out.push(Series {
                         labels,
-                        samples: series,
+                        samples: points,
                     });
                 }
             }
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        // the same label set from two rows (a name or label string that decodes the same)
-        // is one series
-        out.dedup_by(|later, earlier| {
-            if later.labels != earlier.labels {
-                return false;
-            }
-            earlier.samples.append(&mut later.samples);
-            earlier.samples.sort_by_key(|s| s.0);
-            earlier.samples.dedup_by_key(|s| s.0);
-            true
-        });
         Ok(out)
     }
 
@@ -171,7 +216,8 @@ impl SamplesSource {
                 where_clause(matchers, start_ms, end_ms)
             );
             for batch in &self.run(&sql, deadline).await? {
-                let (metrics, labels) = label_columns(batch)?;
+                let metrics = string_column(batch, 0, "metric", PROM_SAMPLES)?;
+                let labels = string_column(batch, 1, "labels", PROM_SAMPLES)?;
                 for row in 0..batch.num_rows() {
                     if let Some(l) = series_labels(metrics, labels, row)?
                         && LabelMatcher::matches_all(matchers, &l)
@@ -180,6 +226,8 @@ impl SamplesSource {
                     }
                 }
             }
+            found.extend(red::series(self, matchers, start_ms, end_ms, deadline).await?);
+            found.extend(influx::series(self, matchers, start_ms, end_ms, deadline).await?);
         }
         Ok(found.into_iter().collect())
     }
@@ -201,13 +249,15 @@ impl SamplesSource {
         );
         let mut names = std::collections::BTreeSet::new();
         for batch in &self.run(&sql, deadline).await? {
-            let metrics = string_column(batch, 0, "metric")?;
+            let metrics = string_column(batch, 0, "metric", PROM_SAMPLES)?;
             for row in 0..batch.num_rows() {
                 if metrics.is_valid(row) && !metrics.value(row).is_empty() {
                     names.insert(metrics.value(row).to_string());
                 }
             }
         }
+        names.extend(red::names(self, start_ms, end_ms, deadline).await?);
+        names.extend(influx::names(self, start_ms, end_ms, deadline).await?);
         Ok(names.into_iter().collect())
     }
 
@@ -259,10 +309,10 @@ impl SamplesSource {
     }
 }
 
-/// A [`SamplesSource`] bounded by one query's deadline: what the engine is given.
+/// A [`PromSource`] bounded by one query's deadline: what the engine is given.
 #[derive(Clone, Debug)]
 pub struct DeadlineSource {
-    source: SamplesSource,
+    source: PromSource,
     deadline: Option<Instant>,
 }
 
@@ -281,45 +331,63 @@ impl SeriesSource for DeadlineSource {
             });
         }
         let source = self.source.clone();
-        let matchers = matchers.to_vec();
+        let owned = matchers.to_vec();
         let deadline = self.deadline;
-        self.source.wait(async move {
-            source
-                .select_series(&matchers, start_ms, end_ms, deadline)
-                .await
-        })
+        let fetched = self
+            .source
+            .wait(async move { source.fetch(&owned, start_ms, end_ms, deadline).await })?;
+        self.source
+            .finish(fetched, matchers, start_ms, end_ms, now_ms())
     }
 }
 
-/// The `WHERE` clause of a selection: the time range, and the metric name when a matcher
-/// compares it with a literal.
+/// The wall clock in ms since the epoch (RED counters are never reported past it).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `to_timestamp_micros(…)` of a time in ms, clamped to [`MAX_ABS_TIME_US`].
+fn sql_time(ms: i64) -> String {
+    let us = ms
+        .saturating_mul(1000)
+        .clamp(-MAX_ABS_TIME_US, MAX_ABS_TIME_US);
+    format!("to_timestamp_micros({us})")
+}
+
+/// `time` within `[start_ms, end_ms]`.
+fn time_clause(start_ms: i64, end_ms: i64) -> String {
+    format!(
+        "time >= {} AND time <= {}",
+        sql_time(start_ms),
+        sql_time(end_ms)
+    )
+}
+
+/// A string literal in SQL.
+fn sql_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The `WHERE` clause of a `prometheus.samples` selection: the time range, and the
+/// metric name when a matcher compares it with a literal.
 fn where_clause(matchers: &[LabelMatcher], start_ms: i64, end_ms: i64) -> String {
-    let us = |ms: i64| {
-        ms.saturating_mul(1000)
-            .clamp(-MAX_ABS_TIME_US, MAX_ABS_TIME_US)
-    };
-    let mut clause = format!(
-        "time >= to_timestamp_micros({}) AND time <= to_timestamp_micros({})",
-        us(start_ms),
-        us(end_ms)
-    );
+    let mut clause = time_clause(start_ms, end_ms);
     for m in matchers.iter().filter(|m| m.name == METRIC_NAME) {
         let op = match m.op {
             MatchOp::Equal => "=",
             MatchOp::NotEqual => "<>",
             MatchOp::Regex | MatchOp::NotRegex => continue,
         };
-        clause.push_str(&format!(
-            " AND metric {op} '{}'",
-            m.value.replace('\'', "''")
-        ));
+        clause.push_str(&format!(" AND metric {op} {}", sql_string(&m.value)));
     }
     clause
 }
 
-fn unexpected(what: &str, data_type: &DataType) -> Error {
+fn unexpected(what: &str, table: &str, data_type: &DataType) -> Error {
     Error::Source {
-        message: format!("unexpected type {data_type} of {what} in {PROM_SAMPLES}"),
+        message: format!("unexpected type {data_type} of {what} in {table}"),
         retryable: false,
     }
 }
@@ -328,107 +396,133 @@ fn string_column<'b>(
     batch: &'b RecordBatch,
     index: usize,
     what: &str,
-) -> Result<&'b datafusion::arrow::array::StringArray, Error> {
+    table: &str,
+) -> Result<&'b StringArray, Error> {
     let column = batch.column(index);
     column
         .as_string_opt::<i32>()
-        .ok_or_else(|| unexpected(what, column.data_type()))
+        .ok_or_else(|| unexpected(what, table, column.data_type()))
 }
 
-type StringColumns<'b> = (
-    &'b datafusion::arrow::array::StringArray,
-    &'b datafusion::arrow::array::StringArray,
-);
-
-fn label_columns(batch: &RecordBatch) -> Result<StringColumns<'_>, Error> {
-    Ok((
-        string_column(batch, 0, "metric")?,
-        string_column(batch, 1, "labels")?,
-    ))
+fn list_column<'b>(
+    batch: &'b RecordBatch,
+    index: usize,
+    table: &str,
+) -> Result<&'b GenericListArray<i32>, Error> {
+    let column = batch.column(index);
+    column
+        .as_list_opt::<i32>()
+        .ok_or_else(|| unexpected("samples", table, column.data_type()))
 }
 
-/// The label set of one `(metric, labels)` row; `None` when either is NULL (an id this
-/// replica cannot decode yet).
+/// One row's list of `named_struct('t', time µs, 'v…', value, …)`: the times and the
+/// value columns (an empty list for a NULL one).
+fn sample_columns(
+    list: &GenericListArray<i32>,
+    row: usize,
+    table: &str,
+) -> Result<(Int64Array, Vec<Float64Array>), Error> {
+    if list.is_null(row) {
+        return Ok((Int64Array::from(Vec::<i64>::new()), Vec::new()));
+    }
+    let points = list.value(row);
+    let points = points
+        .as_struct_opt()
+        .ok_or_else(|| unexpected("samples", table, points.data_type()))?;
+    let times = points
+        .column(0)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| unexpected("sample time", table, points.column(0).data_type()))?
+        .clone();
+    let values = points.columns()[1..]
+        .iter()
+        .map(|c| {
+            c.as_primitive_opt::<Float64Type>()
+                .cloned()
+                .ok_or_else(|| unexpected("sample value", table, c.data_type()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((times, values))
+}
+
+/// One row's `(time µs, value)` list as samples in `[start_ms, end_ms]`, sorted by time;
+/// of two samples at one millisecond the later stored wins.
+fn points(
+    list: &GenericListArray<i32>,
+    row: usize,
+    start_ms: i64,
+    end_ms: i64,
+    table: &str,
+) -> Result<Vec<(i64, f64)>, Error> {
+    let (times, values) = sample_columns(list, row, table)?;
+    let Some(values) = values.first() else {
+        return Ok(Vec::new());
+    };
+    let mut series: Vec<(i64, f64)> = (0..times.len())
+        .filter(|&i| times.is_valid(i) && values.is_valid(i))
+        .map(|i| (times.value(i).div_euclid(1000), values.value(i)))
+        .filter(|(t, _)| (start_ms..=end_ms).contains(t))
+        .collect();
+    // stable: of two samples at one millisecond the later stored wins
+    series.sort_by_key(|s| s.0);
+    series.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            *earlier = *later;
+            true
+        } else {
+            false
+        }
+    });
+    Ok(series)
+}
+
+/// Sorts series by labels; the same label set from two rows or two kinds (a name or
+/// label string that decodes the same) is one series.
+fn merge_series(mut series: Vec<Series>) -> Vec<Series> {
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    series.dedup_by(|later, earlier| {
+        if later.labels != earlier.labels {
+            return false;
+        }
+        earlier.samples.append(&mut later.samples);
+        earlier.samples.sort_by_key(|s| s.0);
+        earlier.samples.dedup_by_key(|s| s.0);
+        true
+    });
+    series
+}
+
+/// The label set of one `prometheus.samples` row; `None` when its metric or labels are
+/// NULL (an id this replica cannot decode yet).
 fn series_labels(
-    metrics: &datafusion::arrow::array::StringArray,
-    labels: &datafusion::arrow::array::StringArray,
+    metrics: &StringArray,
+    labels: &StringArray,
     row: usize,
 ) -> Result<Option<Labels>, Error> {
     if metrics.is_null(row) || labels.is_null(row) {
         return Ok(None);
     }
-    let pairs = parse_canonical_labels(labels.value(row)).map_err(|e| Error::Source {
-        message: format!("series {}: {e}", metrics.value(row)),
+    canonical_series_labels(metrics.value(row), labels.value(row), |n| n).map(Some)
+}
+
+/// A series' label set from its metric name and canonical label string, each label name
+/// passed through `label_name`.
+fn canonical_series_labels(
+    name: &str,
+    canonical: &str,
+    label_name: impl Fn(String) -> String,
+) -> Result<Labels, Error> {
+    let pairs = parse_canonical_labels(canonical).map_err(|e| Error::Source {
+        message: format!("series {name}: {e}"),
         retryable: false,
     })?;
-    let mut set = Labels::from_pairs(pairs);
-    set.set(METRIC_NAME, metrics.value(row));
-    Ok(Some(set))
+    let mut set = Labels::from_pairs(pairs.into_iter().map(|(n, v)| (label_name(n), v)));
+    set.set(METRIC_NAME, name);
+    Ok(set)
 }
 
-/// A canonical label string that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed label string {text:?} at byte {at}: {what}")]
-pub struct LabelsParseError {
-    pub text: String,
-    pub at: usize,
-    pub what: &'static str,
-}
-
-/// Parses the canonical form written by
-/// [`canonical_labels`](crate::tables::ingested::canonical_labels), `a="x",b="y"`, back
-/// into pairs. Values unescape `\\`, `\"` and `\n` (Prometheus' text format escapes);
-/// any other escaped character stands for itself. Names run up to `="`, which a valid
-/// Prometheus label name never contains.
-pub fn parse_canonical_labels(text: &str) -> Result<Vec<(String, String)>, LabelsParseError> {
-    let fail = |at: usize, what: &'static str| LabelsParseError {
-        text: text.to_string(),
-        at,
-        what,
-    };
-    let mut pairs = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let name_end = text[i..]
-            .find("=\"")
-            .map(|n| i + n)
-            .ok_or_else(|| fail(i, "expected name=\"value\""))?;
-        if name_end == i {
-            return Err(fail(i, "empty label name"));
-        }
-        let name = &text[i..name_end];
-        i = name_end + 2;
-        let mut value = String::new();
-        let mut closed = false;
-        let mut chars = text[i..].char_indices();
-        while let Some((offset, c)) = chars.next() {
-            match c {
-                '"' => {
-                    i += offset + 1;
-                    closed = true;
-                    break;
-                }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, escaped)) => value.push(escaped),
-                    None => return Err(fail(i + offset, "escape at the end")),
-                },
-                c => value.push(c),
-            }
-        }
-        if !closed {
-            return Err(fail(text.len(), "unterminated value"));
-        }
-        pairs.push((name.to_string(), value));
-        match bytes.get(i) {
-            None => break,
-            Some(b',') if i + 1 < bytes.len() => i += 1,
-            Some(_) => return Err(fail(i, "expected ',' between labels")),
-        }
-    }
-    Ok(pairs)
-}
+/// The canonical label form's parser lives with the SQL function that reads it.
+pub use flowmesh_query_planner::labels::{LabelsParseError, parse_canonical_labels};
 
 #[cfg(test)]
 mod tests {
@@ -444,7 +538,138 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::tables::ingested::canonical_labels;
+    use crate::tables::{
+        NodeTags,
+        ingested::{EXT_METRICS, ExtMetricRows, SampleRows, canonical_labels},
+    };
+
+    /// A query runtime like the node's.
+    pub(super) fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// `batch` with its dictionary columns (as ingest builds them) cast to plain strings,
+    /// as the planner shows tag columns.
+    pub(super) fn plain(batch: RecordBatch) -> RecordBatch {
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            match column.data_type() {
+                DataType::Dictionary(_, value) => {
+                    let cast = datafusion::arrow::compute::cast(column, value).unwrap();
+                    fields.push(
+                        field
+                            .as_ref()
+                            .clone()
+                            .with_data_type(value.as_ref().clone()),
+                    );
+                    columns.push(cast);
+                }
+                _ => {
+                    fields.push(field.as_ref().clone());
+                    columns.push(Arc::clone(column));
+                }
+            }
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    type Tables = Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)>;
+
+    /// `tables` (one batch each), and every other table the source reads, empty, with
+    /// tags as strings.
+    pub(super) fn with_empty_tables(tables: Vec<(&str, RecordBatch)>) -> Tables {
+        let mut providers: Tables = tables
+            .into_iter()
+            .map(|(name, batch)| {
+                let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+                let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(table);
+                (name.to_string(), table)
+            })
+            .collect();
+        use crate::tables::{self, ingested, network};
+        for (name, schema) in [
+            (PROM_SAMPLES, ingested::samples_schema()),
+            (EXT_METRICS, ingested::ext_metrics_schema()),
+            (tables::APPLICATION, tables::application_schema()),
+            (tables::APPLICATION_MAP, tables::application_map_schema()),
+            (network::NETWORK, network::network_schema()),
+            (network::NETWORK_MAP, network::network_map_schema()),
+        ] {
+            if !providers.iter().any(|(n, _)| n == name) {
+                let table = MemTable::try_new(schema, vec![vec![]]).unwrap();
+                providers.push((name.to_string(), Arc::new(table)));
+            }
+        }
+        providers
+    }
+
+    /// A source over `tables` (one batch each) and the other tables empty, strings as
+    /// they are.
+    pub(super) fn source_over(
+        runtime: &tokio::runtime::Runtime,
+        tables: Vec<(&str, RecordBatch)>,
+    ) -> PromSource {
+        let engine = QueryEngine::new(with_empty_tables(tables), &QueryConfig::default()).unwrap();
+        PromSource::new(Arc::new(engine), runtime.handle().clone())
+    }
+
+    pub(super) fn node_tags() -> NodeTags {
+        NodeTags {
+            region: "r".into(),
+            cluster: "c".into(),
+            node: "n".into(),
+        }
+    }
+
+    /// `prometheus.samples` rows: (ms, metric, canonical labels, value).
+    pub(super) fn samples_batch(rows: &[(i64, &str, &str, f64)]) -> RecordBatch {
+        let mut out = SampleRows::default();
+        for (t, metric, labels, value) in rows {
+            out.times_us.push(t * 1000);
+            out.metric.push(metric);
+            out.labels.push(labels);
+            out.values.push(*value);
+        }
+        plain(out.batch(&node_tags()).unwrap())
+    }
+
+    /// An `ext_metrics.metrics` row: (ms, measurement, canonical tags, field, number,
+    /// string).
+    pub(super) type ExtRow<'a> = (i64, &'a str, &'a str, &'a str, Option<f64>, Option<&'a str>);
+
+    pub(super) fn ext_batch(rows: &[ExtRow<'_>]) -> RecordBatch {
+        let mut out = ExtMetricRows::default();
+        for (t, measurement, tags, field, value, string) in rows {
+            out.times_us.push(t * 1000);
+            out.measurement.push(measurement);
+            out.tags.push(tags);
+            out.field.push(field);
+            out.values.push(*value);
+            out.strings.push(string.map(str::to_string));
+        }
+        plain(out.batch(&node_tags()).unwrap())
+    }
+
+    /// An instant query's vector as (labels, value), sorted by labels.
+    pub(super) fn instant(view: &DeadlineSource, query: &str, t_ms: i64) -> Vec<(String, f64)> {
+        let engine = flowmesh_promql::Engine::new(view.clone());
+        match engine.instant(query, t_ms).unwrap() {
+            flowmesh_promql::Value::Vector(v) => {
+                let mut out: Vec<(String, f64)> = v
+                    .into_iter()
+                    .map(|s| (s.labels.to_string(), s.value))
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out
+            }
+            other => panic!("{query}: {other:?}"),
+        }
+    }
 
     #[test]
     fn canonical_labels_round_trip() {
@@ -541,14 +766,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
-        Arc::new(
-            QueryEngine::new(
-                vec![(PROM_SAMPLES.into(), Arc::new(table))],
-                &QueryConfig::default(),
-            )
-            .unwrap(),
-        )
+        let tables = with_empty_tables(vec![(PROM_SAMPLES, batch)]);
+        Arc::new(QueryEngine::new(tables, &QueryConfig::default()).unwrap())
     }
 
     #[test]
@@ -561,7 +780,7 @@ mod tests {
         let a = r#"instance="h:1",job="node""#;
         let b = r#"instance="h:2",job="node""#;
         let q = r#"job="we\"ird\n""#;
-        let source = SamplesSource::new(
+        let source = PromSource::new(
             engine(&[
                 (3000, "up", a, 1.0),
                 (1000, "up", a, 0.0),
@@ -629,5 +848,105 @@ mod tests {
             late.select(&[eq("__name__", "up")], 0, 1),
             Err(Error::Timeout { .. })
         ));
+    }
+
+    #[test]
+    fn one_source_fans_out_to_every_kind() {
+        let runtime = runtime();
+        let t = 1_700_000_000_000;
+        let app = crate::tables::application_batch(
+            &node_tags(),
+            &[(
+                crate::tables::EdgeKey {
+                    second: t / 1000,
+                    observation_point: "server",
+                    l7_protocol: "HTTP",
+                    auto_service_1: "nginx:80".into(),
+                    ..Default::default()
+                },
+                crate::tables::RedCounters {
+                    request: 2,
+                    ..Default::default()
+                },
+            )],
+        )
+        .unwrap();
+        let source = source_over(
+            &runtime,
+            vec![
+                (
+                    PROM_SAMPLES,
+                    samples_batch(&[
+                        (t, "up", r#"job="a""#, 1.0),
+                        (t, "weather_temperature", r#"location="Brno""#, 9.0),
+                    ]),
+                ),
+                (
+                    EXT_METRICS,
+                    ext_batch(&[
+                        (
+                            t,
+                            "weather",
+                            r#"location="Prague""#,
+                            "temperature",
+                            Some(25.3),
+                            None,
+                        ),
+                        (
+                            t + 1000,
+                            "weather",
+                            r#"location="Brno""#,
+                            "temperature",
+                            Some(-1.5),
+                            None,
+                        ),
+                    ]),
+                ),
+                (crate::tables::APPLICATION, app),
+            ],
+        );
+        let names = runtime
+            .block_on(source.metric_names(0, t + 10_000, None))
+            .unwrap();
+        for name in [
+            "up",
+            "weather_temperature",
+            "flowmesh_application_request_total",
+        ] {
+            assert!(names.contains(&name.to_string()), "{name}: {names:?}");
+        }
+        // the same label set from two kinds is one series
+        let eq = |n: &str, v: &str| LabelMatcher::new(MatchOp::Equal, n, v).unwrap();
+        let got = runtime
+            .block_on(source.select_series(
+                &[
+                    eq(METRIC_NAME, "weather_temperature"),
+                    eq("location", "Brno"),
+                ],
+                t,
+                t + 1000,
+                None,
+            ))
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples, vec![(t, 9.0), (t + 1000, -1.5)]);
+        // every series: 2 remote_written, Prague, and the 8 RED metrics of one key
+        let any = LabelMatcher::new(MatchOp::Regex, METRIC_NAME, ".+").unwrap();
+        let all = runtime
+            .block_on(source.series_labels(&[vec![any.clone()]], t, t + 1000, None))
+            .unwrap();
+        assert_eq!(all.len(), 11, "{all:?}");
+        let prague = runtime
+            .block_on(source.series_labels(&[vec![any, eq("location", "Prague")]], t, t, None))
+            .unwrap();
+        assert_eq!(prague.len(), 1);
+        // through the engine, one series per kind
+        let view = source.until(None);
+        let got = instant(
+            &view,
+            r#"{__name__=~"up|weather_temperature|flowmesh_application_request_total"}"#,
+            t + 1000,
+        );
+        assert_eq!(got.len(), 4, "{got:?}");
     }
 }

@@ -286,6 +286,96 @@ with InfluxDBClient(url="{base}", token="t", org="o", enable_gzip=True) as c:
             ],
         ]
     );
+    // 4. the points through PromQL: `<measurement>_<field>` with their tags as labels,
+    // the values exactly as written; string fields are not samples; names and tag keys
+    // escaped as Prometheus escapes what it does not allow
+    let (code, text) = post(
+        &format!("{base}/api/v2/write?precision=s"),
+        None,
+        b"cpu-load,host-name=h1 usage.user=0.5 1700000000\n".to_vec(),
+    );
+    assert_eq!(code, 204, "{text}");
+    let t_ms = t_ns / 1_000_000;
+    let at = format!("{}.{:03}", t_ms / 1000, t_ms % 1000);
+    let series = |pairs: &[(&str, &str)], value: f64| {
+        let labels = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (labels, value)
+    };
+    assert_eq!(
+        node.promql("weather_temperature", &at),
+        vec![
+            series(
+                &[
+                    ("__name__", "weather_temperature"),
+                    ("kind", "a b"),
+                    ("location", "Prague")
+                ],
+                25.3
+            ),
+            series(
+                &[("__name__", "weather_temperature"), ("location", "Brno")],
+                -1.5
+            ),
+        ]
+    );
+    assert_eq!(
+        node.promql(r#"weather_humidity{location="Prague"}"#, &at),
+        vec![series(
+            &[
+                ("__name__", "weather_humidity"),
+                ("kind", "a b"),
+                ("location", "Prague")
+            ],
+            60.0
+        )]
+    );
+    assert_eq!(node.promql(r#"{__name__="weather_ok"}"#, &at)[0].1, 1.0);
+    assert!(node.promql("weather_note", &at).is_empty());
+    // the lookback ends 5 minutes after a point, as for any Prometheus sample
+    let later = format!("{}", t_ms / 1000 + 301);
+    assert!(node.promql("weather_temperature", &later).is_empty());
+    assert_eq!(
+        node.promql(r#"sum by (host) (disk_used)"#, "1700000000"),
+        vec![
+            series(&[("host", "h1")], 1.0),
+            series(&[("host", "h2")], 3.0)
+        ]
+    );
+    assert_eq!(
+        node.promql(r#"cpu_load_usage_user{host_name="h1"}"#, "1700000000"),
+        vec![series(
+            &[("__name__", "cpu_load_usage_user"), ("host_name", "h1")],
+            0.5
+        )]
+    );
+    let names = node.prom_api("label/__name__/values", &[]);
+    for name in [
+        "weather_temperature",
+        "weather_humidity",
+        "cpu_load_usage_user",
+        "up",
+    ] {
+        assert!(
+            names.as_array().unwrap().contains(&Value::from(name)),
+            "{name}: {names}"
+        );
+    }
+    assert!(
+        !names
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("weather_note"))
+    );
+    let found = node.prom_api("series", &[("match[]", r#"{__name__=~"weather_.+"}"#)]);
+    assert_eq!(found.as_array().unwrap().len(), 4, "{found}");
+    assert_eq!(
+        node.prom_api("label/location/values", &[]),
+        serde_json::json!(["Brno", "Prague"])
+    );
+
     let (code, text) = post(
         &format!("{base}/api/v2/write?precision=hours"),
         None,

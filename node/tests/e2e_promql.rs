@@ -500,7 +500,16 @@ fn prometheus_http_api_answers_like_prometheus() {
         ok(&flowmesh, "label/mode/values", &with(("match[]", "up"))),
         serde_json::json!([])
     );
-    assert_eq!(ok(&flowmesh, "metadata", &[]), serde_json::json!({}));
+    // metadata: the RED metrics' (docs/decisions/0004); none is stored for remote_write
+    let metadata = ok(&flowmesh, "metadata", &[]);
+    assert_eq!(
+        metadata["flowmesh_application_request_total"][0]["type"], "counter",
+        "{metadata}"
+    );
+    assert_eq!(
+        ok(&flowmesh, "metadata", &[("metric", "up".into())]),
+        serde_json::json!({})
+    );
     assert!(
         ok(&flowmesh, "status/buildinfo", &[])["version"]
             .as_str()

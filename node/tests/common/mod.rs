@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -152,6 +153,43 @@ impl FlowmeshNode {
             .iter()
             .map(|r| r.as_array().unwrap().clone())
             .collect()
+    }
+
+    /// GET `/prom/api/v1/<path>` that must succeed; its `data`.
+    pub fn prom_api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}/prom/api/v1/{path}", self.port))
+            .query(params)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().unwrap();
+        assert_eq!(status, 200, "{path} {params:?}: {body}");
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"].clone()
+    }
+
+    /// An instant PromQL query at `time` (unix seconds) that must give a vector; its
+    /// samples as (labels, value), sorted.
+    pub fn promql(&self, query: &str, time: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let data = self.prom_api("query", &[("query", query), ("time", time)]);
+        assert_eq!(data["resultType"], "vector", "{query}: {data}");
+        let mut out: Vec<(BTreeMap<String, String>, f64)> = data["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = s["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                (labels, s["value"][1].as_str().unwrap().parse().unwrap())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// `SELECT k, count(*) ... GROUP BY k` as a sorted list of (k, n).

@@ -46,6 +46,10 @@ use crate::{
 
 /// Largest watch event (one pod's JSON) accepted.
 pub const MAX_EVENT_BYTES: usize = 4 << 20;
+/// Longest label string kept per pod: the dictionary's longest string (consensus
+/// `max_string_bytes`, 4096 by default). Labels past it, in name order, are left out and
+/// counted in `flowmesh_kubernetes_labels_truncated_total`.
+pub const MAX_LABELS_BYTES: usize = 4096;
 /// Pods per page of a list.
 const PAGE: usize = 500;
 /// How long the API server keeps one watch open; we wait a little longer for its end.
@@ -89,6 +93,8 @@ pub struct K8sStats {
     pub lists: AtomicU64,
     /// Failed lists or watches (each followed by a backoff and a relist).
     pub errors: AtomicU64,
+    /// Pods whose labels did not all fit in [`MAX_LABELS_BYTES`].
+    pub labels_truncated: AtomicU64,
 }
 
 /// The parts of a pod AutoTagging reads; everything else is ignored.
@@ -172,8 +178,11 @@ pub struct PodTags {
     /// The workload: its name and kind (`Deployment`, `StatefulSet`, …), or empty.
     pub group: String,
     pub group_type: String,
-    /// The labels in canonical form, `a="x",b="y"` sorted by name.
+    /// The labels in canonical form, `a="x",b="y"` sorted by name, at most
+    /// [`MAX_LABELS_BYTES`] (whole labels only).
     pub labels: String,
+    /// Labels left out to respect that bound.
+    pub labels_dropped: usize,
     /// Ids of the pod's containers (init and ephemeral ones included) that have started.
     pub containers: Vec<String>,
 }
@@ -211,6 +220,7 @@ impl PodTags {
             .chain(&status.ephemeral_container_statuses)
             .filter_map(|c| container_id(&c.container_id))
             .collect();
+        let (labels, labels_dropped) = bounded_labels(&meta.labels);
         PodTags {
             key: format!("{}/{}", meta.namespace, meta.name),
             name: meta.name.clone(),
@@ -218,10 +228,27 @@ impl PodTags {
             node: pod.spec.node_name.clone(),
             group,
             group_type,
-            labels: canonical_labels(meta.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            labels,
+            labels_dropped,
             containers,
         }
     }
+}
+
+/// The canonical form of the most labels (in name order) that fit in
+/// [`MAX_LABELS_BYTES`], and how many were left out.
+fn bounded_labels(labels: &BTreeMap<String, String>) -> (String, usize) {
+    let pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut kept = pairs.len();
+    let mut text = canonical_labels(pairs.iter().copied());
+    while text.len() > MAX_LABELS_BYTES {
+        kept -= 1;
+        text = canonical_labels(pairs[..kept].iter().copied());
+    }
+    (text, pairs.len() - kept)
 }
 
 /// The id in a status's `containerID` (`<runtime>://<id>`), when it is the 64-hex form
@@ -562,6 +589,16 @@ impl PodWatcher {
         self.stats
             .pods_seen
             .fetch_add(pods.len() as u64, Ordering::Relaxed);
+        let truncated = pods.iter().filter(|p| p.labels_dropped > 0).count();
+        if truncated > 0 {
+            self.stats
+                .labels_truncated
+                .fetch_add(truncated as u64, Ordering::Relaxed);
+            warn!(
+                pods = truncated,
+                "pod labels longer than {MAX_LABELS_BYTES} bytes: the last labels by name are left out"
+            );
+        }
         Ok(())
     }
 }
@@ -668,8 +705,25 @@ mod tests {
             ("default/lone", "", "")
         );
 
+        // labels past the dictionary's string limit are left out whole, and counted
+        let many: serde_json::Map<String, Value> = (0..100)
+            .map(|i| (format!("label-{i:03}"), json!("v".repeat(60))))
+            .collect();
+        let big = tags(pod("big", "1", Value::Object(many), json!([]), ""));
+        assert!(big.labels.len() <= MAX_LABELS_BYTES, "{}", big.labels.len());
+        assert_eq!(
+            big.labels_dropped,
+            100 - big.labels.matches(",").count() - 1
+        );
+        assert!(big.labels_dropped > 0 && big.labels.starts_with(r#"label-000=""#));
+        assert!(parse_labels_ok(&big.labels));
+
         assert_eq!(container_id("cri-o://abc"), None);
         assert_eq!(container_id(HEX_C).as_deref(), Some(HEX_C));
+    }
+
+    fn parse_labels_ok(text: &str) -> bool {
+        flowmesh_query_planner::labels::parse_canonical_labels(text).is_ok()
     }
 
     /// What the fake API server saw, and what it answers.

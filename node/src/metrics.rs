@@ -429,6 +429,12 @@ impl Metrics {
                 "Failed pod lists or watches (each retried after a backoff).",
                 v(&k.errors),
             ),
+            (
+                "flowmesh_kubernetes_labels_truncated_total",
+                "counter",
+                "Pod versions whose labels were cut to the dictionary's string limit.",
+                v(&k.labels_truncated),
+            ),
         ]
     }
 

@@ -167,28 +167,18 @@ impl PromSource {
             where_clause(matchers, start_ms, end_ms)
         );
         let batches = self.run(&sql, deadline).await?;
-        let mut out = Vec::new();
-        for batch in &batches {
-            let metrics = string_column(batch, 0, "metric", PROM_SAMPLES)?;
-            let labels = string_column(batch, 1, "labels", PROM_SAMPLES)?;
-            let samples = list_column(batch, 2, PROM_SAMPLES)?;
-            for row in 0..batch.num_rows() {
-                let Some(labels) = series_labels(metrics, labels, row)? else {
-                    continue;
-                };
-                if !LabelMatcher::matches_all(matchers, &labels) {
-                    continue;
-                }
-                let points = points(samples, row, start_ms, end_ms, PROM_SAMPLES)?;
-                if !points.is_empty() {
-                    out.push(Series {
-                        labels,
-                        samples: points,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        matching_series(
+            &batches,
+            2,
+            PROM_SAMPLES,
+            matchers,
+            (start_ms, end_ms),
+            |batch, row| {
+                let metrics = string_column(batch, 0, "metric", PROM_SAMPLES)?;
+                let labels = string_column(batch, 1, "labels", PROM_SAMPLES)?;
+                series_labels(metrics, labels, row)
+            },
+        )
     }
 
     /// Label sets of the series matching any of `matcher_sets` (all series when empty)
@@ -474,6 +464,39 @@ fn points(
         }
     });
     Ok(series)
+}
+
+/// The series of `batches` whose labels (`labels_of` a row; `None` skips it) match every
+/// matcher, with the samples of their list column `samples` in `[start_ms, end_ms]`;
+/// series without samples there are left out.
+fn matching_series(
+    batches: &[RecordBatch],
+    samples: usize,
+    table: &str,
+    matchers: &[LabelMatcher],
+    (start_ms, end_ms): (i64, i64),
+    labels_of: impl Fn(&RecordBatch, usize) -> Result<Option<Labels>, Error>,
+) -> Result<Vec<Series>, Error> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let lists = list_column(batch, samples, table)?;
+        for row in 0..batch.num_rows() {
+            let Some(labels) = labels_of(batch, row)? else {
+                continue;
+            };
+            if !LabelMatcher::matches_all(matchers, &labels) {
+                continue;
+            }
+            let points = points(lists, row, start_ms, end_ms, table)?;
+            if !points.is_empty() {
+                out.push(Series {
+                    labels,
+                    samples: points,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Sorts series by labels; the same label set from two rows or two kinds (a name or

@@ -16,8 +16,7 @@ use datafusion::arrow::array::{Array, RecordBatch};
 use flowmesh_promql::{Error, LabelMatcher, Labels, METRIC_NAME, Series};
 
 use super::{
-    PromSource, canonical_series_labels, list_column, points, sql_string, string_column,
-    time_clause,
+    PromSource, canonical_series_labels, matching_series, sql_string, string_column, time_clause,
 };
 use crate::tables::ingested::EXT_METRICS;
 
@@ -150,26 +149,15 @@ pub(super) async fn select(
          GROUP BY measurement, field, tags",
         time_clause(start_ms, end_ms)
     );
-    let mut out = Vec::new();
-    for batch in &source.run(&sql, deadline).await? {
-        let samples = list_column(batch, 3, EXT_METRICS)?;
-        for row in 0..batch.num_rows() {
-            let Some(labels) = row_labels(batch, row)? else {
-                continue;
-            };
-            if !LabelMatcher::matches_all(matchers, &labels) {
-                continue;
-            }
-            let points = points(samples, row, start_ms, end_ms, EXT_METRICS)?;
-            if !points.is_empty() {
-                out.push(Series {
-                    labels,
-                    samples: points,
-                });
-            }
-        }
-    }
-    Ok(out)
+    let batches = source.run(&sql, deadline).await?;
+    matching_series(
+        &batches,
+        3,
+        EXT_METRICS,
+        matchers,
+        (start_ms, end_ms),
+        row_labels,
+    )
 }
 
 /// Label sets of the Influx series matching `matchers` with points in

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 use parking_lot::RwLock;
@@ -735,6 +736,16 @@ impl DictionaryNode {
     /// Raft, the peer server on `config.listen` and the background tasks. Returns once the
     /// server listens; the group may still be electing a leader.
     pub async fn start(config: ConsensusConfig) -> Result<DictionaryNode> {
+        Self::start_with_routes(config, Router::new()).await
+    }
+
+    /// [`DictionaryNode::start`], serving `routes` on the peer port too. They are not behind
+    /// the dictionary's token check: each route authenticates its own requests (the node's
+    /// peer Flight service checks the same cluster token in its gRPC metadata).
+    pub async fn start_with_routes(
+        config: ConsensusConfig,
+        routes: Router,
+    ) -> Result<DictionaryNode> {
         config.validate()?;
         let raft_config = Arc::new(config.raft_config()?);
         let data_dir = config.data_dir.clone();
@@ -798,7 +809,7 @@ impl DictionaryNode {
         let client = DictionaryClient::new(Arc::clone(&core), batch_tx);
         let node_id = core.id;
 
-        let router = crate::server::router(Arc::clone(&core));
+        let router = crate::server::router(Arc::clone(&core)).merge(routes);
         let server_cancel = cancel.clone();
         tasks.spawn(
             async move {

@@ -151,6 +151,13 @@ pub struct QuerySettings {
     pub memory_limit_bytes: usize,
     /// Threads of the runtime queries run on (apart from ingest).
     pub threads: usize,
+    /// Nodes a query reads when it does not say (`scope=` on `/v1/sql`): `node`, `cluster`,
+    /// `region` (this node's, or the regions its filters name) or `global`.
+    pub default_scope: String,
+    /// Longest wait for another node's part of an answer; a node slower than this is named
+    /// missing and the answer is partial (an error with `strict`).
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
 }
 
 impl Default for QuerySettings {
@@ -158,6 +165,8 @@ impl Default for QuerySettings {
         Self {
             memory_limit_bytes: 1 << 30,
             threads: 2,
+            default_scope: "region".into(),
+            peer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -309,6 +318,8 @@ pub struct NodeConfig {
     pub query: QuerySettings,
     pub consensus: ConsensusSettings,
     pub kubernetes: KubernetesSettings,
+    /// Membership: libp2p, signed node records over gossip (flowmesh-federation).
+    pub mesh: flowmesh_federation::MeshConfig,
 }
 
 /// A configuration problem, naming the key or file.
@@ -401,6 +412,24 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "packet.max_flows must be positive".into(),
             ));
+        }
+        crate::mesh::Scope::parse(&self.query.default_scope)
+            .map_err(|e| ConfigError::Invalid(format!("query.default_scope: {e}")))?;
+        if self.query.peer_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "query.peer_timeout must be positive".into(),
+            ));
+        }
+        if self.mesh.enabled {
+            self.mesh
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("mesh: {e}")))?;
+            if self.consensus.cluster_token.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "mesh.enabled needs consensus.cluster_token: peers authenticate queries with it"
+                        .into(),
+                ));
+            }
         }
         if self.query.threads == 0 {
             return Err(ConfigError::Invalid(

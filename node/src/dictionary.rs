@@ -54,7 +54,17 @@ impl Dictionary {
         config: ConsensusConfig,
         ready_within: Duration,
     ) -> Result<Self, ConsensusError> {
-        let node = DictionaryNode::start(config).await?;
+        Self::start_with_routes(config, ready_within, axum::Router::new()).await
+    }
+
+    /// [`Dictionary::start`], also serving `routes` on the peer port (the peer Flight
+    /// service of [`crate::mesh`]).
+    pub async fn start_with_routes(
+        config: ConsensusConfig,
+        ready_within: Duration,
+        routes: axum::Router,
+    ) -> Result<Self, ConsensusError> {
+        let node = DictionaryNode::start_with_routes(config, routes).await?;
         let deadline = tokio::time::Instant::now() + ready_within;
         while node.status().leader.is_none() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -67,6 +77,11 @@ impl Dictionary {
 
     pub fn client(&self) -> DictionaryClient {
         self.node.client()
+    }
+
+    /// Where the peer port listens (Raft, forwarded interns, query fragments).
+    pub fn peer_addr(&self) -> std::net::SocketAddr {
+        self.node.local_addr()
     }
 
     /// Role, leader and counters, for `/v1/status` and `/metrics`.

@@ -15,6 +15,8 @@ pub enum NodeError {
     Dictionary(#[from] flowmesh_consensus::ConsensusError),
     #[error("kubernetes: {0}")]
     Kubernetes(#[from] crate::k8s::K8sError),
+    #[error("mesh: {0}")]
+    Mesh(#[from] flowmesh_federation::FederationError),
     #[error("query engine: {0}")]
     Query(#[from] flowmesh_query_planner::QueryError),
     #[error("failed to {action}: {source}")]

@@ -279,7 +279,7 @@ impl FlightSql {
 }
 
 /// Compares a presented secret with the token in time independent of where they differ.
-fn same_secret(presented: &str, token: &str) -> bool {
+pub(crate) fn same_secret(presented: &str, token: &str) -> bool {
     presented.len() == token.len()
         && presented
             .bytes()

@@ -17,6 +17,7 @@ pub mod error;
 pub mod flight_sql;
 pub mod ingest;
 pub mod k8s;
+pub mod mesh;
 pub mod metrics;
 pub mod packet;
 pub mod prom_api;
@@ -27,7 +28,7 @@ pub mod tables;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, OnceLock, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -63,6 +64,7 @@ pub struct Node {
     tasks: TaskTracker,
     query_runtime: Option<tokio::runtime::Runtime>,
     dictionary: Option<Arc<Dictionary>>,
+    mesh: Option<flowmesh_federation::Mesh>,
 }
 
 impl Node {
@@ -77,7 +79,19 @@ impl Node {
         let consensus_config = config
             .consensus
             .to_consensus_config(&config.storage.data_dir)?;
-        let dictionary = Dictionary::start(consensus_config, Duration::from_secs(10)).await?;
+        // peers' query fragments arrive on the dictionary's peer port (Arrow Flight); the
+        // service answers once the engine below exists
+        let mesh_stats = Arc::new(mesh::MeshQueryStats::default());
+        let mesh_query_slot: Arc<OnceLock<Arc<mesh::MeshQuery>>> = Arc::default();
+        let peer_routes = mesh::PeerFlight::new(
+            Arc::clone(&mesh_query_slot),
+            config.consensus.cluster_token.clone(),
+            Arc::clone(&mesh_stats),
+        )
+        .routes();
+        let dictionary =
+            Dictionary::start_with_routes(consensus_config, Duration::from_secs(10), peer_routes)
+                .await?;
         let storage_config = config.storage.clone();
         let shard = Arc::new(
             tokio::task::spawn_blocking(move || Shard::open(storage_config, tables::table_defs()))
@@ -100,6 +114,7 @@ impl Node {
             ingest: Arc::new(ingest::IngestStats::default()),
             flight_sql: Arc::new(flight_sql::FlightSqlStats::default()),
             kubernetes: Arc::new(k8s::K8sStats::default()),
+            mesh: Arc::clone(&mesh_stats),
         });
 
         let mut providers: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> = shard
@@ -126,7 +141,8 @@ impl Node {
                     target_partitions: config.query.threads,
                 },
             )?
-            .with_tags(Arc::new(QueryDictionary(dictionary.client()))),
+            .with_tags(Arc::new(QueryDictionary(dictionary.client())))
+            .with_distributed_schemas(tables::DISTRIBUTED_SCHEMAS.iter().copied()),
         );
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.query.threads)
@@ -252,6 +268,37 @@ impl Node {
         } else {
             None
         };
+        // membership, and queries over it
+        let mesh = if config.mesh.enabled {
+            Some(
+                mesh::start_membership(
+                    &config,
+                    &tags,
+                    dictionary.peer_addr(),
+                    http_addr,
+                    Arc::clone(&shard),
+                    &tasks,
+                    background_cancel.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let mesh_query = Arc::new(mesh::MeshQuery::new(
+            Arc::clone(&engine),
+            query_runtime.handle().clone(),
+            mesh.clone(),
+            tags.node.to_string(),
+            tags.region.to_string(),
+            tags.cluster.to_string(),
+            config.consensus.cluster_token.clone(),
+            config.query.peer_timeout,
+            Arc::clone(&mesh_stats),
+        ));
+        let _ = mesh_query_slot.set(Arc::clone(&mesh_query));
+        let default_scope = mesh::Scope::parse(&config.query.default_scope)?;
+        let status_mesh = mesh.clone();
         let status_tags = tags.clone();
         let capture_enabled = capture.is_some();
         let packet_interfaces = config.packet.interfaces.clone();
@@ -275,6 +322,8 @@ impl Node {
                 query_runtime.handle().clone(),
             )),
             engine,
+            mesh: mesh_query,
+            default_scope,
             query_runtime: query_runtime.handle().clone(),
             metrics,
             status: Arc::new(move || {
@@ -291,6 +340,7 @@ impl Node {
                     "packet": { "interfaces": &packet_interfaces },
                     "storage": { "buffered_bytes": status_shard.buffered_bytes() },
                     "dictionary": status_dictionary.status_json(),
+                    "mesh": mesh::status_json(status_mesh.as_ref()),
                 })
             }),
         };
@@ -318,6 +368,7 @@ impl Node {
             tasks,
             query_runtime: Some(query_runtime),
             dictionary: Some(dictionary),
+            mesh,
         })
     }
 
@@ -348,6 +399,9 @@ impl Node {
         }
         self.shard.close();
         self.http_cancel.cancel();
+        if let Some(mesh) = self.mesh.take() {
+            mesh.shutdown().await;
+        }
         self.tasks.close();
         self.tasks.wait().await;
         if let Some(rt) = self.query_runtime.take() {

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub flight_sql: Arc<crate::flight_sql::FlightSqlStats>,
     /// Kubernetes pod watcher counters.
     pub kubernetes: Arc<crate::k8s::K8sStats>,
+    /// Queries over the mesh, and fragments served for peers.
+    pub mesh: Arc<crate::mesh::MeshQueryStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,6 +72,7 @@ impl Metrics {
         let h = &self.http;
         let f = &self.flight_sql;
         let k = &self.kubernetes;
+        let m = &self.mesh;
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let p = &self.packet;
         let d = self.dictionary.stats();
@@ -404,6 +407,54 @@ impl Metrics {
                 "counter",
                 "Flight SQL calls refused for a missing or wrong token.",
                 v(&f.unauthenticated),
+            ),
+            (
+                "flowmesh_mesh_queries_total",
+                "counter",
+                "Queries this node coordinated over more than itself.",
+                v(&m.queries),
+            ),
+            (
+                "flowmesh_mesh_partial_queries_total",
+                "counter",
+                "Queries answered without some node in scope (named in the answer).",
+                v(&m.partial_queries),
+            ),
+            (
+                "flowmesh_mesh_fragments_sent_total",
+                "counter",
+                "Query fragments sent to other nodes.",
+                v(&m.fragments_sent),
+            ),
+            (
+                "flowmesh_mesh_fragment_failures_total",
+                "counter",
+                "Fragments another node failed to answer, or answered too late.",
+                v(&m.fragment_failures),
+            ),
+            (
+                "flowmesh_mesh_fragments_served_total",
+                "counter",
+                "Query fragments this node answered for other nodes.",
+                v(&m.fragments_served),
+            ),
+            (
+                "flowmesh_mesh_unauthenticated_total",
+                "counter",
+                "Peer query requests refused for a missing or wrong cluster token.",
+                v(&m.unauthenticated),
+            ),
+            (
+                "flowmesh_mesh_cross_region_received_bytes_total",
+                "counter",
+                "Arrow bytes received from nodes of other regions.",
+                v(&m.cross_region_bytes),
+            ),
+            (
+                "flowmesh_mesh_in_region_received_bytes_total",
+                "counter",
+                "Arrow bytes received from other nodes of this region.",
+                v(&m.in_region_bytes),
             ),
             (
                 "flowmesh_kubernetes_pods_seen_total",

@@ -41,6 +41,10 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
     pub prom: Arc<crate::prom_api::PromApi>,
+    /// Answers SQL for a scope, over the mesh when it has one.
+    pub mesh: Arc<crate::mesh::MeshQuery>,
+    /// The scope of a query that names none (`query.default_scope`).
+    pub default_scope: crate::mesh::Scope,
 }
 
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
@@ -96,6 +100,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 #[derive(Deserialize)]
 struct SqlParams {
     sql: Option<String>,
+    /// `node`, `cluster`, `region`, `region:<name>` or `global`.
+    scope: Option<String>,
+    /// A node in scope that does not answer makes the query fail instead of partial.
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -108,14 +116,20 @@ async fn sql_get(
     headers: HeaderMap,
     Query(params): Query<SqlParams>,
 ) -> Response {
-    match params.sql {
-        Some(sql) => run_sql(state, &headers, sql).await,
+    match params.sql.clone() {
+        Some(sql) => run_sql(state, &headers, &params, sql).await,
         None => error_response(StatusCode::BAD_REQUEST, "missing `sql` query parameter"),
     }
 }
 
 /// The body is JSON `{"sql": "..."}` when sent as `application/json`, else the SQL text.
-async fn sql_post(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `?scope=` and `?strict=` as on GET.
+async fn sql_post(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(params): Query<SqlParams>,
+    body: Bytes,
+) -> Response {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -133,24 +147,35 @@ async fn sql_post(State(state): State<ApiState>, headers: HeaderMap, body: Bytes
             Err(_) => return error_response(StatusCode::BAD_REQUEST, "SQL body is not UTF-8"),
         }
     };
-    run_sql(state, &headers, sql).await
+    run_sql(state, &headers, &params, sql).await
 }
 
-async fn run_sql(state: ApiState, headers: &HeaderMap, sql: String) -> Response {
+async fn run_sql(
+    state: ApiState,
+    headers: &HeaderMap,
+    params: &SqlParams,
+    sql: String,
+) -> Response {
     if sql.trim().is_empty() {
         return error_response(StatusCode::BAD_REQUEST, "empty SQL statement");
     }
+    let scope = match params.scope.as_deref() {
+        Some(s) => match crate::mesh::Scope::parse(s) {
+            Ok(scope) => scope,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        None => state.default_scope.clone(),
+    };
+    let strict = params.strict.unwrap_or(false);
     state
         .metrics
         .http
         .sql_queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let engine = Arc::clone(&state.engine);
-    let result =
-        on_query_runtime(&state.query_runtime, async move { engine.sql(&sql).await }).await;
-    let out = match result {
-        Ok(out) => out,
+    let result = state.mesh.sql(&sql, scope, strict).await;
+    let answer = match result {
+        Ok(answer) => answer,
         Err(e) => {
             let (code, counter) = if e.is_client_error() {
                 (
@@ -172,19 +197,38 @@ async fn run_sql(state: ApiState, headers: &HeaderMap, sql: String) -> Response 
             return error_response(code, &e.to_string());
         }
     };
+    let out = &answer.output;
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(ARROW_STREAM));
     if wants_arrow {
-        match arrow_ipc(&out) {
-            Ok(bytes) => ([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response(),
+        // who is missing travels in headers: an Arrow stream has no place for it
+        match arrow_ipc(out) {
+            Ok(bytes) => (
+                [
+                    (header::CONTENT_TYPE, ARROW_STREAM.to_string()),
+                    (
+                        header::HeaderName::from_static("x-flowmesh-partial"),
+                        (!answer.missing.is_empty()).to_string(),
+                    ),
+                    (
+                        header::HeaderName::from_static("x-flowmesh-missing-nodes"),
+                        answer.missing.join(","),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
         }
     } else {
-        match to_json(&out) {
+        match to_json(out) {
             Ok(mut v) => {
                 v["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
+                v["partial"] = json!(!answer.missing.is_empty());
+                v["missing_nodes"] = json!(answer.missing);
+                v["nodes"] = json!(answer.answered);
                 Json(v).into_response()
             }
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),

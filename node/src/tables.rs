@@ -24,6 +24,10 @@ pub mod network;
 use crate::capture::procinfo::ProcessInfo;
 
 pub const L7_FLOW_LOG: &str = "flow_log.l7_flow_log";
+/// Schemas whose tables every node holds its own shard of: a query over them reads every
+/// node in its scope (query-planner `distributed`). `system` tables answer for one node.
+pub const DISTRIBUTED_SCHEMAS: [&str; 4] =
+    ["flow_log", "flow_metrics", "prometheus", "ext_metrics"];
 pub const APPLICATION: &str = "flow_metrics.application";
 pub const APPLICATION_MAP: &str = "flow_metrics.application_map";
 

@@ -7,6 +7,7 @@
 //! class ([`QueryError`]); tag columns are stored as dictionary ids and rewritten so users
 //! see strings ([`tags`]). Later issues add PromQL and federated splitting.
 
+pub mod distributed;
 mod error;
 pub mod labels;
 pub mod tags;
@@ -95,6 +96,7 @@ fn parameter_fields(plan: &LogicalPlan) -> Result<Vec<Field>, QueryError> {
 pub struct QueryEngine {
     ctx: SessionContext,
     tags: Option<TagRewriter>,
+    distributed: distributed::DistributedTables,
 }
 
 impl QueryEngine {
@@ -135,7 +137,44 @@ impl QueryEngine {
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
             labels::LabelValue::default(),
         ));
-        Ok(Self { ctx, tags: None })
+        Ok(Self {
+            ctx,
+            tags: None,
+            distributed: distributed::DistributedTables::default(),
+        })
+    }
+
+    /// Tables of these schemas are sharded over the mesh: [`QueryEngine::sql_distributed`]
+    /// splits queries that read them into per-node fragments.
+    pub fn with_distributed_schemas<S: Into<String>>(
+        mut self,
+        schemas: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.distributed = distributed::DistributedTables::new(schemas);
+        self
+    }
+
+    /// Plans one read-only statement over the tables of every node `runner` reaches: each
+    /// fragment (distributed.rs) runs on the nodes through `runner`, the rest here. Returns
+    /// the answer and the fragments' SQL (none: the statement read no distributed table and
+    /// ran here alone).
+    pub async fn sql_distributed(
+        &self,
+        sql: &str,
+        runner: Arc<dyn distributed::FragmentRunner>,
+    ) -> Result<(QueryOutput, Vec<distributed::Fragment>), QueryError> {
+        let df = self.plan(sql).await?;
+        if !parameter_fields(df.logical_plan())?.is_empty() {
+            return Err(QueryError::Invalid(
+                "a query over the mesh takes no $n parameters".into(),
+            ));
+        }
+        let (state, plan) = df.into_parts();
+        let (plan, fragments) = distributed::split(plan, &self.distributed, &runner)?;
+        let df = self.rewrite_tags(datafusion::dataframe::DataFrame::new(state, plan))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(QueryError::from)?;
+        Ok((QueryOutput { schema, batches }, fragments))
     }
 
     /// Decodes and rewrites tag columns (fields marked by [`tags::tag_field`]) through

@@ -67,6 +67,14 @@ pub struct FlowmeshNode {
 
 impl FlowmeshNode {
     pub fn start(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
+        let mut node = Self::spawn(data_dir, port, extra_env);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts the process without waiting for it (nodes of one Raft group must start
+    /// together: none has a leader alone).
+    pub fn spawn(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
         let log = PathBuf::from(format!("{}.{}.log", data_dir.display(), std::process::id()));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -77,10 +85,16 @@ impl FlowmeshNode {
         cmd.args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--peer-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out);
+        // the peer port on a free port unless the test chose one (20418 would clash)
+        if !extra_env
+            .iter()
+            .any(|(k, _)| *k == "FLOWMESH__CONSENSUS__LISTEN")
+        {
+            cmd.args(["--peer-listen", "127.0.0.1:0"]);
+        }
         // Flight SQL on a free port unless the test chose one (20417 would clash)
         if !extra_env
             .iter()
@@ -92,12 +106,18 @@ impl FlowmeshNode {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn flowmesh");
-        let mut node = Self {
+        Self {
             child,
             port,
             data_dir: data_dir.to_path_buf(),
             log,
-        };
+        }
+    }
+
+    /// Waits until the node answers `/v1/status`; panics with its log if it exited.
+    pub fn wait_ready(&mut self) {
+        let port = self.port;
+        let node = self;
         wait_for(
             Duration::from_secs(60),
             "flowmesh to answer /v1/status",
@@ -113,7 +133,6 @@ impl FlowmeshNode {
                     .filter(|r| r.status().is_success())
             },
         );
-        node
     }
 
     /// The value of one of the node's own metrics in `/metrics`.
@@ -136,6 +155,23 @@ impl FlowmeshNode {
     pub fn sql_raw(&self, sql: &str) -> (u16, Value) {
         let resp = reqwest::blocking::Client::new()
             .post(format!("http://127.0.0.1:{}/v1/sql", self.port))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap())
+    }
+
+    /// Runs SQL at `scope` (`node`, `region`, `global` …), strict or not; returns (status,
+    /// body).
+    #[allow(dead_code)] // only mesh tests choose a scope
+    pub fn sql_scoped(&self, sql: &str, scope: &str, strict: bool) -> (u16, Value) {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{}/v1/sql", self.port))
+            .query(&[
+                ("scope", scope),
+                ("strict", if strict { "true" } else { "false" }),
+            ])
             .json(&serde_json::json!({ "sql": sql }))
             .send()
             .unwrap();

@@ -29,7 +29,8 @@
 //!   decode is an error, never silently replaced.
 //! - Exactly one tracked task per [`Mesh`]; nothing is detached.
 //!
-//! Not here yet: the Arrow Flight transport for plan fragments (DESIGN.md §6).
+//! The Arrow Flight transport for query fragments is the node's (`node/src/mesh.rs`): this
+//! crate only says who is where.
 
 #![warn(missing_docs)]
 

@@ -5,7 +5,8 @@
 //! ...). Invariants: SQL from the API is read-only (no DDL, DML or session statements);
 //! query memory is bounded by one pool per engine; every error maps to a client-visible
 //! class ([`QueryError`]); tag columns are stored as dictionary ids and rewritten so users
-//! see strings ([`tags`]). Later issues add PromQL and federated splitting.
+//! see strings ([`tags`]); queries over the mesh are split into per-node SQL fragments
+//! ([`distributed`]).
 
 pub mod distributed;
 mod error;

@@ -369,7 +369,17 @@ fn split_aggregate(
     runner: &Arc<dyn FragmentRunner>,
     fragments: &mut Vec<Fragment>,
 ) -> Result<LogicalPlan, QueryError> {
-    let Some((partials, merges)) = decompose(&aggregate.aggr_expr, &aggregate.schema) else {
+    // ROLLUP / CUBE / GROUPING SETS add a grouping id column: not decomposed here
+    let grouping_sets = aggregate
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)));
+    let decomposed = if grouping_sets {
+        None
+    } else {
+        decompose(&aggregate.aggr_expr, &aggregate.schema)
+    };
+    let Some((partials, merges)) = decomposed else {
         // not decomposable: ship the rows, aggregate them here
         let input = rows_fragment(&aggregate.input, &aggregate.input, runner, fragments)?;
         let rebuilt = Aggregate::try_new(

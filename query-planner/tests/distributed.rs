@@ -281,6 +281,11 @@ const QUERIES: &[(&str, bool)] = &[
         false,
     ),
     (
+        "SELECT region, service, count(*), sum(duration) FROM flow_log.requests \
+         GROUP BY ROLLUP (region, service)",
+        false,
+    ),
+    (
         "SELECT endpoint, duration FROM flow_log.requests ORDER BY duration DESC, endpoint LIMIT 5",
         true,
     ),

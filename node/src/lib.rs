@@ -4,7 +4,7 @@
 //! storage shard ([`flowmesh_storage::Shard`]) through a bounded queue, the SQL engine
 //! ([`flowmesh_query_planner::QueryEngine`]) on its own runtime, and the HTTP front end
 //! ([`server`]). Lifecycle: [`Node::start`] → running → [`Node::shutdown`], which stops in
-//! order: capture → storage writer drains → flush to Parquet → WAL closed → HTTP and Flight SQL.
+//! order: capture → storage writer drains → flush to Parquet → WAL closed → HTTP and Flight SQL → mesh → dictionary.
 //!
 //! Invariants: rows are acknowledged by the WAL before they count as stored; every queue is
 //! bounded and every drop is counted in [`metrics::Metrics`].
@@ -381,7 +381,7 @@ impl Node {
         self.flight_sql_addr
     }
 
-    /// Stops in order: capture → writer drains → flush → WAL closed → HTTP and Flight SQL.
+    /// Stops in order: capture → writer drains → flush → WAL closed → HTTP and Flight SQL → mesh → dictionary.
     pub async fn shutdown(mut self) {
         self.capture_cancel.cancel();
         if let Some(capture) = self.capture.take() {

@@ -689,7 +689,8 @@ pub fn status_json(mesh: Option<&Mesh>) -> serde_json::Value {
     })
 }
 
-type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
+/// A boxed gRPC response stream.
+type PeerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The peer Flight service: fragments from other nodes.
 #[derive(Clone)]
@@ -742,13 +743,13 @@ impl PeerFlight {
 
 #[async_trait]
 impl FlightService for PeerFlight {
-    type HandshakeStream = DoGetStream2<HandshakeResponse>;
-    type ListFlightsStream = DoGetStream2<FlightInfo>;
-    type DoGetStream = DoGetStream;
-    type DoPutStream = DoGetStream2<PutResult>;
-    type DoActionStream = DoGetStream2<arrow_flight::Result>;
-    type ListActionsStream = DoGetStream2<ActionType>;
-    type DoExchangeStream = DoGetStream;
+    type HandshakeStream = PeerStream<HandshakeResponse>;
+    type ListFlightsStream = PeerStream<FlightInfo>;
+    type DoGetStream = PeerStream<FlightData>;
+    type DoPutStream = PeerStream<PutResult>;
+    type DoActionStream = PeerStream<arrow_flight::Result>;
+    type ListActionsStream = PeerStream<ActionType>;
+    type DoExchangeStream = PeerStream<FlightData>;
 
     async fn do_get(
         &self,
@@ -857,8 +858,6 @@ impl FlightService for PeerFlight {
         Err(Status::unimplemented("do_exchange"))
     }
 }
-
-type DoGetStream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[cfg(test)]
 mod tests {

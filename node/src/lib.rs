@@ -62,7 +62,7 @@ pub struct Node {
     http_cancel: CancellationToken,
     writer: Option<tokio::task::JoinHandle<()>>,
     tasks: TaskTracker,
-    query_runtime: Option<tokio::runtime::Runtime>,
+    query_runtime: Option<QueryRuntime>,
     dictionary: Option<Arc<Dictionary>>,
     mesh: Option<flowmesh_federation::Mesh>,
 }
@@ -144,15 +144,17 @@ impl Node {
             .with_tags(Arc::new(QueryDictionary(dictionary.client())))
             .with_distributed_schemas(tables::DISTRIBUTED_SCHEMAS.iter().copied()),
         );
-        let query_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.query.threads)
-            .thread_name("flowmesh-query")
-            .enable_all()
-            .build()
-            .map_err(|source| NodeError::Io {
-                action: "start query runtime",
-                source,
-            })?;
+        let query_runtime = QueryRuntime::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.query.threads)
+                .thread_name("flowmesh-query")
+                .enable_all()
+                .build()
+                .map_err(|source| NodeError::Io {
+                    action: "start query runtime",
+                    source,
+                })?,
+        );
 
         let tasks = TaskTracker::new();
         let background_cancel = CancellationToken::new();
@@ -254,7 +256,7 @@ impl Node {
             let service = flight_sql::FlightSql::new(
                 &config.flight_sql,
                 Arc::clone(&engine),
-                query_runtime.handle().clone(),
+                query_runtime.handle(),
                 Arc::clone(&metrics.flight_sql),
             )
             .map_err(|e| NodeError::Query(flowmesh_query_planner::QueryError::Internal(e)))?;
@@ -287,7 +289,7 @@ impl Node {
         };
         let mesh_query = Arc::new(mesh::MeshQuery::new(
             Arc::clone(&engine),
-            query_runtime.handle().clone(),
+            query_runtime.handle(),
             mesh.clone(),
             tags.node.to_string(),
             tags.region.to_string(),
@@ -319,12 +321,12 @@ impl Node {
             ingest,
             prom: Arc::new(prom_api::PromApi::new(
                 Arc::clone(&engine),
-                query_runtime.handle().clone(),
+                query_runtime.handle(),
             )),
             engine,
             mesh: mesh_query,
             default_scope,
-            query_runtime: query_runtime.handle().clone(),
+            query_runtime: query_runtime.handle(),
             metrics,
             status: Arc::new(move || {
                 json!({
@@ -404,13 +406,39 @@ impl Node {
         }
         self.tasks.close();
         self.tasks.wait().await;
-        if let Some(rt) = self.query_runtime.take() {
-            rt.shutdown_background();
-        }
+        drop(self.query_runtime.take());
         if let Some(dictionary) = self.dictionary.take().and_then(Arc::into_inner) {
             dictionary.shutdown().await;
         }
         info!("node stopped");
+    }
+}
+
+/// The query runtime, shut down without blocking when dropped: a start that fails half-way
+/// drops it inside the caller's async context, where a plain drop would panic.
+struct QueryRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl QueryRuntime {
+    fn new(runtime: tokio::runtime::Runtime) -> Self {
+        Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        }
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

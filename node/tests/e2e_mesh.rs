@@ -10,7 +10,7 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{FlowmeshNode, free_port, wait_for};
+use common::{FlowmeshNode, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "mesh-e2e-token";
@@ -47,9 +47,30 @@ fn points(i: usize) -> Vec<(&'static str, f64)> {
         .collect()
 }
 
+/// Distinct free ports below the kernel's ephemeral range (32768+): the nodes are told them
+/// before they bind, and a port from the ephemeral range could meanwhile become the source
+/// port of one of the many connections the nodes open to each other.
+fn fixed_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut candidate = 21_000 + (std::process::id() % 9_000) as u16;
+    while ports.len() < n {
+        candidate = if candidate >= 31_999 {
+            21_000
+        } else {
+            candidate + 1
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            ports.push(candidate);
+        }
+    }
+    ports
+}
+
 fn start_mesh(root: &std::path::Path) -> Vec<Member> {
-    let peer_ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-    let p2p_ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let ports = fixed_ports(18);
+    let peer_ports = &ports[0..6];
+    let p2p_ports = &ports[6..12];
+    let http_ports = &ports[12..18];
     let seed = format!("[\"/ip4/127.0.0.1/tcp/{}\"]", p2p_ports[0]);
     let mut members: Vec<Member> = (0..6)
         .map(|i| {
@@ -91,7 +112,7 @@ fn start_mesh(root: &std::path::Path) -> Vec<Member> {
                 env,
                 node: None,
                 dir: root.join(format!("n{}", i + 1)),
-                port: free_port(),
+                port: http_ports[i],
             }
         })
         .collect();

@@ -323,10 +323,8 @@ impl Node {
                 Arc::clone(&engine),
                 query_runtime.handle(),
             )),
-            engine,
             mesh: mesh_query,
             default_scope,
-            query_runtime: query_runtime.handle(),
             metrics,
             status: Arc::new(move || {
                 json!({

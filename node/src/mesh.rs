@@ -432,6 +432,17 @@ impl MeshQuery {
     }
 }
 
+/// A query error as the gRPC status a peer reads back with [`status_error`].
+fn query_status(e: QueryError) -> Status {
+    let message = e.to_string();
+    match e {
+        QueryError::Invalid(_) => Status::invalid_argument(message),
+        QueryError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        QueryError::Unavailable(_) => Status::unavailable(message),
+        QueryError::Internal(_) => Status::internal(message),
+    }
+}
+
 /// A peer's gRPC status as a query error of the same class.
 fn status_error(addr: &str, status: &Status) -> QueryError {
     let message = format!("node at {addr}: {}", status.message());
@@ -778,15 +789,7 @@ impl FlightService for PeerFlight {
                 .await
         })
         .await
-        .map_err(|e| {
-            if e.is_client_error() {
-                Status::invalid_argument(e.to_string())
-            } else if e.is_retryable() {
-                Status::unavailable(e.to_string())
-            } else {
-                Status::internal(e.to_string())
-            }
-        })?;
+        .map_err(query_status)?;
         let trailer = serde_json::to_vec(&PeerTrailer {
             missing: answer.missing,
             answered: answer.answered,

@@ -22,7 +22,7 @@ use datafusion::arrow::{
     ipc::writer::StreamWriter,
     util::display::{ArrayFormatter, FormatOptions},
 };
-use flowmesh_query_planner::{QueryEngine, QueryError, QueryOutput};
+use flowmesh_query_planner::{QueryError, QueryOutput};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,8 +36,6 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 #[derive(Clone)]
 pub struct ApiState {
     pub ingest: Arc<crate::ingest::Ingest>,
-    pub engine: Arc<QueryEngine>,
-    pub query_runtime: tokio::runtime::Handle,
     pub metrics: Arc<Metrics>,
     pub status: Arc<dyn Fn() -> Value + Send + Sync>,
     pub prom: Arc<crate::prom_api::PromApi>,

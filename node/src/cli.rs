@@ -72,4 +72,11 @@ pub struct SqlArgs {
     pub client: ClientArgs,
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
+    /// The nodes to ask: `node`, `cluster`, `region`, `region:<name>` or `global` (the
+    /// node's `query.default_scope` when not given).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Fail when a node in scope does not answer, instead of a partial answer.
+    #[arg(long)]
+    pub strict: bool,
 }

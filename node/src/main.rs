@@ -23,14 +23,25 @@ fn main() -> anyhow::Result<()> {
                 OutputFormat::Table => ARROW_STREAM,
                 OutputFormat::Json => "application/json",
             };
+            let mut query = vec![("strict", args.strict.to_string())];
+            if let Some(scope) = &args.scope {
+                query.push(("scope", scope.clone()));
+            }
             let resp = client
                 .post(&url)
+                .query(&query)
                 .header("accept", accept)
                 .header("content-type", "text/plain")
                 .body(args.sql)
                 .send()
                 .with_context(|| format!("failed to reach {url}"))?;
             let status = resp.status();
+            let missing = resp
+                .headers()
+                .get("x-flowmesh-missing-nodes")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
             let body = resp.bytes().context("failed to read the response")?;
             if !status.is_success() {
                 let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -57,6 +68,9 @@ fn main() -> anyhow::Result<()> {
                     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                     println!("{}", pretty_format_batches(&batches)?);
                     println!("{rows} row{}", if rows == 1 { "" } else { "s" });
+                    if let Some(missing) = missing {
+                        eprintln!("partial answer: no answer from {missing}");
+                    }
                 }
             }
             Ok(())

@@ -514,8 +514,11 @@ impl FragmentRunner for MeshRunner {
                 // a region's merger that fails is replaced by the next of its region's nodes
                 let mut last_error = QueryError::Unavailable("no node to ask".into());
                 for t in &candidates {
+                    // never strict downstream: a merger answers what its region has and
+                    // names who is missing, and strictness is judged here on those names
+                    // (a strict merger's error would hide which of its nodes failed)
                     match q
-                        .ask(t, &fragment.sql, scope.clone(), self.strict, deadline)
+                        .ask(t, &fragment.sql, scope.clone(), false, deadline)
                         .await
                     {
                         Ok(answer) => return Ok(answer),

@@ -1,5 +1,6 @@
-//! Six `flowmesh` processes in two regions of three, each with its own shard and each
-//! region with its own dictionary (Raft group), joined through libp2p on loopback. From
+//! Six `flowmesh` processes in two regions of three, each in its own network namespace with
+//! its own address (brought up by `deploy/mesh.sh`, the script users run), each with its own
+//! shard and each region with its own dictionary (Raft group), joined through libp2p. From
 //! every node, a global query answers exactly the totals of all six shards; a region's query
 //! touches only that region's nodes (their own counters say so); a node killed with -9 makes
 //! answers partial and names it (an error with `strict`), and its restart makes them whole.
@@ -8,37 +9,14 @@
 
 mod common;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
 
-use common::{FlowmeshNode, wait_for};
+use common::{NodeApi, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "mesh-e2e-token";
-const REGIONS: [&str; 2] = ["east", "west"];
+const REGIONS: [&str; 2] = ["r1", "r2"];
 const SERVICES: [&str; 3] = ["cart", "user", "db"];
-
-struct Member {
-    name: String,
-    env: Vec<(String, String)>,
-    node: Option<FlowmeshNode>,
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-impl Member {
-    fn node(&self) -> &FlowmeshNode {
-        self.node.as_ref().unwrap()
-    }
-
-    fn spawn(&mut self) {
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.node = Some(FlowmeshNode::spawn(&self.dir, self.port, &env));
-    }
-}
 
 /// Rows node `i` (0-based) holds: (service, value) points of measurement `svc_<service>`.
 fn points(i: usize) -> Vec<(&'static str, f64)> {
@@ -47,99 +25,94 @@ fn points(i: usize) -> Vec<(&'static str, f64)> {
         .collect()
 }
 
-/// Distinct free ports below the kernel's ephemeral range (32768+): the nodes are told them
-/// before they bind, and a port from the ephemeral range could meanwhile become the source
-/// port of one of the many connections the nodes open to each other.
-fn fixed_ports(n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    let mut candidate = 21_000 + (std::process::id() % 9_000) as u16;
-    while ports.len() < n {
-        candidate = if candidate >= 31_999 {
-            21_000
-        } else {
-            candidate + 1
+/// The mesh `deploy/mesh.sh up` made; `down` on drop, whatever happened.
+struct Mesh {
+    dir: PathBuf,
+    _root: tempfile::TempDir,
+    nodes: Vec<NodeApi>,
+    names: Vec<String>,
+}
+
+impl Mesh {
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mesh.sh"))
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mesh.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn up() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("mesh");
+        // a prefix and subnet of this run's own, so a leftover of another run cannot clash
+        let id = std::process::id();
+        let prefix = format!("fmt{}", id % 10_000);
+        let subnet = format!("10.214.{}", id % 200 + 20);
+        let mesh = Self {
+            dir,
+            _root: root,
+            nodes: (0..6)
+                .map(|i| NodeApi::new(format!("http://{subnet}.{}:20416", 11 + i)))
+                .collect(),
+            names: (1..=6).map(|i| format!("n{i}")).collect(),
         };
-        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
-            ports.push(candidate);
-        }
+        mesh.script(&[
+            "up",
+            "--nodes",
+            "6",
+            "--regions",
+            "2",
+            "--bin",
+            env!("CARGO_BIN_EXE_flowmesh"),
+            "--prefix",
+            &prefix,
+            "--subnet",
+            &subnet,
+            "--token",
+            TOKEN,
+        ]);
+        mesh
     }
-    ports
+
+    fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("n{}/node.log", i + 1))).unwrap_or_default()
+    }
+
+    fn warnings(&self, i: usize) -> String {
+        self.log_text(i)
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
-fn start_mesh(root: &std::path::Path) -> Vec<Member> {
-    let ports = fixed_ports(18);
-    let peer_ports = &ports[0..6];
-    let p2p_ports = &ports[6..12];
-    let http_ports = &ports[12..18];
-    let seed = format!("[\"/ip4/127.0.0.1/tcp/{}\"]", p2p_ports[0]);
-    let mut members: Vec<Member> = (0..6)
-        .map(|i| {
-            let region = REGIONS[i / 3];
-            let mut env: Vec<(String, String)> = vec![
-                ("FLOWMESH__CAPTURE__ENABLED".into(), "false".into()),
-                ("FLOWMESH__NODE__NAME".into(), format!("n{}", i + 1)),
-                ("FLOWMESH__NODE__REGION".into(), region.into()),
-                ("FLOWMESH__NODE__CLUSTER".into(), format!("{region}-c")),
-                // each region is its own dictionary group of three
-                (
-                    "FLOWMESH__CONSENSUS__NODE_ID".into(),
-                    format!("{}", i % 3 + 1),
-                ),
-                (
-                    "FLOWMESH__CONSENSUS__LISTEN".into(),
-                    format!("127.0.0.1:{}", peer_ports[i]),
-                ),
-                ("FLOWMESH__CONSENSUS__CLUSTER_TOKEN".into(), TOKEN.into()),
-                ("FLOWMESH__MESH__ENABLED".into(), "true".into()),
-                (
-                    "FLOWMESH__MESH__LISTEN".into(),
-                    format!("/ip4/127.0.0.1/tcp/{}", p2p_ports[i]),
-                ),
-                ("FLOWMESH__MESH__SEEDS".into(), seed.clone()),
-                ("FLOWMESH__MESH__PUBLISH_INTERVAL".into(), "500ms".into()),
-                ("FLOWMESH__MESH__DEAD_AFTER".into(), "3s".into()),
-                ("FLOWMESH__QUERY__PEER_TIMEOUT".into(), "5s".into()),
-            ];
-            let base = (i / 3) * 3;
-            for j in 0..3 {
-                env.push((
-                    format!("FLOWMESH__CONSENSUS__PEERS__{}", j + 1),
-                    format!("127.0.0.1:{}", peer_ports[base + j]),
-                ));
-            }
-            Member {
-                name: format!("n{}", i + 1),
-                env,
-                node: None,
-                dir: root.join(format!("n{}", i + 1)),
-                port: http_ports[i],
-            }
-        })
-        .collect();
-    for m in &mut members {
-        m.spawn();
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mesh.sh"))
+            .arg("down")
+            .arg("--dir")
+            .arg(&self.dir)
+            .status();
     }
-    for m in &mut members {
-        m.node.as_mut().unwrap().wait_ready();
-    }
-    wait_all_alive(&members);
-    members
 }
 
-fn status(node: &FlowmeshNode) -> Value {
-    reqwest::blocking::get(format!("http://127.0.0.1:{}/v1/status", node.port))
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
-fn wait_all_alive(members: &[Member]) {
-    for m in members {
+fn wait_all_alive(mesh: &Mesh) {
+    for node in &mesh.nodes {
         wait_for(
             Duration::from_secs(60),
             "every node to see six alive",
             || {
-                let s = status(m.node());
+                let s = node.status();
                 let alive = s["mesh"]["nodes"]
                     .as_array()?
                     .iter()
@@ -151,7 +124,7 @@ fn wait_all_alive(members: &[Member]) {
     }
 }
 
-fn write_points(node: &FlowmeshNode, i: usize) {
+fn write_points(node: &NodeApi, i: usize) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -162,10 +135,7 @@ fn write_points(node: &FlowmeshNode, i: usize) {
         .map(|(k, (service, v))| format!("svc_{service},k={k} value={v} {}\n", now - 60 + k as u64))
         .collect();
     let resp = reqwest::blocking::Client::new()
-        .post(format!(
-            "http://127.0.0.1:{}/api/v2/write?precision=s",
-            node.port
-        ))
+        .post(format!("{}/api/v2/write?precision=s", node.base))
         .body(body)
         .send()
         .unwrap();
@@ -228,50 +198,49 @@ fn by_service(body: &Value) -> Vec<(String, f64, i64)> {
         .collect()
 }
 
-fn served(members: &[Member]) -> Vec<f64> {
-    members
+fn served(mesh: &Mesh) -> Vec<f64> {
+    mesh.nodes
         .iter()
-        .map(|m| m.node().metric("flowmesh_mesh_fragments_served_total"))
+        .map(|n| n.metric("flowmesh_mesh_fragments_served_total"))
         .collect()
 }
 
 #[test]
 fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
-    common::require(&["python3"]);
-    let root = tempfile::tempdir().unwrap();
-    let mut members = start_mesh(root.path());
-    for (i, m) in members.iter().enumerate() {
-        write_points(m.node(), i);
+    common::require(&["python3", "ip", "curl"]);
+    let mesh = Mesh::up();
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        write_points(node, i);
     }
     let all: Vec<usize> = (0..6).collect();
 
     // every node's own shard holds only its rows
-    for (i, m) in members.iter().enumerate() {
-        let (code, body) = m.node().sql_scoped(BY_REGION, "node", false);
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        let (code, body) = node.sql_scoped(BY_REGION, "node", false);
         assert_eq!(code, 200, "{body}");
-        assert_eq!(by_region(&body), expected_by_region(&[i]), "{}", m.name);
+        assert_eq!(
+            by_region(&body),
+            expected_by_region(&[i]),
+            "{}",
+            mesh.names[i]
+        );
     }
 
     // global, from every entry point: exactly the six shards' totals
-    for m in &members {
-        let (code, body) = m.node().sql_scoped(BY_REGION, "global", false);
-        assert_eq!(code, 200, "{}: {body}", m.name);
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        let name = &mesh.names[i];
+        let (code, body) = node.sql_scoped(BY_REGION, "global", false);
+        assert_eq!(code, 200, "{name}: {body}");
         assert_eq!(
             by_region(&body),
             expected_by_region(&all),
-            "{}: {body}\n{}",
-            m.name,
-            m.node()
-                .log_text()
-                .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            "{name}: {body}\n{}",
+            mesh.warnings(i)
         );
         assert_eq!(body["partial"], false, "{body}");
-        let (code, body) = m.node().sql_scoped(BY_SERVICE, "global", false);
-        assert_eq!(code, 200, "{}: {body}", m.name);
-        assert_eq!(by_service(&body), expected_by_service(&all), "{}", m.name);
+        let (code, body) = node.sql_scoped(BY_SERVICE, "global", false);
+        assert_eq!(code, 200, "{name}: {body}");
+        assert_eq!(by_service(&body), expected_by_service(&all), "{name}");
         let mut nodes: Vec<String> = body["nodes"]
             .as_array()
             .unwrap()
@@ -279,16 +248,16 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
         nodes.sort();
-        assert_eq!(nodes, ["n1", "n2", "n3", "n4", "n5", "n6"], "{body}");
+        assert_eq!(nodes, mesh.names, "{body}");
     }
 
     // the default scope is the entry node's region; its other nodes serve, the other
     // region's nodes are not touched
-    let before = served(&members);
-    let (code, body) = members[0].node().sql_scoped(BY_REGION, "region", false);
+    let before = served(&mesh);
+    let (code, body) = mesh.nodes[0].sql_scoped(BY_REGION, "region", false);
     assert_eq!(code, 200, "{body}");
     assert_eq!(by_region(&body), expected_by_region(&[0, 1, 2]));
-    let after = served(&members);
+    let after = served(&mesh);
     let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(
         delta,
@@ -297,15 +266,13 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     );
 
     // a region filter chooses the region, from a node outside it
-    let before = served(&members);
-    let west = members[0]
-        .node()
-        .sql("SELECT count(*) FROM ext_metrics.metrics WHERE region = 'west'");
-    let west_rows: i64 = (3..6).map(|i| points(i).len() as i64).sum();
-    assert_eq!(west[0][0].as_i64().unwrap(), west_rows);
-    let after = served(&members);
+    let before = served(&mesh);
+    let r2 = mesh.nodes[0].sql("SELECT count(*) FROM ext_metrics.metrics WHERE region = 'r2'");
+    let r2_rows: i64 = (3..6).map(|i| points(i).len() as i64).sum();
+    assert_eq!(r2[0][0].as_i64().unwrap(), r2_rows);
+    let after = served(&mesh);
     let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    // east is not asked; west's merger (n4) is asked once and asks n5 and n6 once each
+    // r1 is not asked; r2's merger (n4) is asked once and asks n5 and n6 once each
     assert_eq!(
         delta,
         [0.0, 0.0, 0.0, 1.0, 1.0, 1.0],
@@ -313,48 +280,51 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     );
 
     // only partials cross the region boundary: a global count brings one row per region
-    let bytes = |m: &Member| {
-        m.node()
-            .metric("flowmesh_mesh_cross_region_received_bytes_total")
-    };
-    let before = bytes(&members[0]);
-    let (code, _) = members[0].node().sql_scoped(BY_REGION, "global", false);
+    let bytes = |n: &NodeApi| n.metric("flowmesh_mesh_cross_region_received_bytes_total");
+    let before = bytes(&mesh.nodes[0]);
+    let (code, _) = mesh.nodes[0].sql_scoped(BY_REGION, "global", false);
     assert_eq!(code, 200);
-    let crossed = bytes(&members[0]) - before;
+    let crossed = bytes(&mesh.nodes[0]) - before;
     assert!(crossed > 0.0 && crossed < 4096.0, "{crossed} bytes crossed");
 
-    // kill -9 one west node: partial, named; strict fails; restart makes it whole
-    members[4].node.as_mut().unwrap().kill9();
-    let (code, body) = members[0].node().sql_scoped(BY_REGION, "global", false);
+    // kill -9 one r2 node: partial, named; strict fails naming it alone; restart makes it
+    // whole
+    mesh.script(&["kill", "n5"]);
+    let (code, body) = mesh.nodes[0].sql_scoped(BY_REGION, "global", false);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["partial"], true, "{body}");
     assert_eq!(body["missing_nodes"], serde_json::json!(["n5"]), "{body}");
     let without: Vec<usize> = vec![0, 1, 2, 3, 5];
     assert_eq!(by_region(&body), expected_by_region(&without));
-    let (code, body) = members[0].node().sql_scoped(BY_REGION, "global", true);
+    let (code, body) = mesh.nodes[0].sql_scoped(BY_REGION, "global", true);
     assert_eq!(code, 503, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("n5"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().ends_with("(strict): n5"),
+        "{body}"
+    );
     // from inside the same region, too (asked directly, not through a merger)
-    let (code, body) = members[3].node().sql_scoped(BY_SERVICE, "region", false);
+    let (code, body) = mesh.nodes[3].sql_scoped(BY_SERVICE, "region", false);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["missing_nodes"], serde_json::json!(["n5"]), "{body}");
     assert_eq!(by_service(&body), expected_by_service(&[3, 5]));
 
-    members[4].spawn();
-    members[4].node.as_mut().unwrap().wait_ready();
-    wait_all_alive(&members);
-    for m in [&members[0], &members[4]] {
-        let (code, body) = m.node().sql_scoped(BY_SERVICE, "global", true);
-        assert_eq!(code, 200, "{}: {body}", m.name);
-        assert_eq!(by_service(&body), expected_by_service(&all), "{}", m.name);
+    mesh.script(&["start", "n5"]);
+    wait_all_alive(&mesh);
+    for i in [0, 4] {
+        let (code, body) = mesh.nodes[i].sql_scoped(BY_SERVICE, "global", true);
+        assert_eq!(code, 200, "{}: {body}", mesh.names[i]);
+        assert_eq!(
+            by_service(&body),
+            expected_by_service(&all),
+            "{}",
+            mesh.names[i]
+        );
         assert_eq!(body["partial"], false);
     }
 
     // a wrong cluster token is refused by the peer service
-    let unauth_before = members[1]
-        .node()
-        .metric("flowmesh_mesh_unauthenticated_total");
-    let out = std::process::Command::new("python3")
+    let unauth_before = mesh.nodes[1].metric("flowmesh_mesh_unauthenticated_total");
+    let out = Command::new("python3")
         .arg("-c")
         .arg(format!(
             "import pyarrow.flight as f, json\n\
@@ -363,7 +333,7 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
              t = f.Ticket(json.dumps({{'sql': 'SELECT 1', 'scope': 'node', 'strict': False, 'timeout_ms': 1000}}).encode())\n\
              try:\n    c.do_get(t, o).read_all(); print('ANSWERED')\n\
              except f.FlightUnauthenticatedError as e: print('REFUSED')\n",
-            addr = status(members[1].node())["mesh"]["nodes"]
+            addr = mesh.nodes[1].status()["mesh"]["nodes"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -381,18 +351,11 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        members[1]
-            .node()
-            .metric("flowmesh_mesh_unauthenticated_total"),
+        mesh.nodes[1].metric("flowmesh_mesh_unauthenticated_total"),
         unauth_before + 1.0
     );
-    for m in &mut members {
-        let code = m.node.as_mut().unwrap().stop();
-        assert!(code.success(), "{} exited with {code}", m.name);
-        assert!(
-            !m.node().log_text().contains("panicked"),
-            "{}",
-            m.node().log_text()
-        );
+    for i in 0..6 {
+        let log = mesh.log_text(i);
+        assert!(!log.contains("panicked"), "{}: {log}", mesh.names[i]);
     }
 }

@@ -57,88 +57,28 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
-/// A `flowmesh up` child process.
-pub struct FlowmeshNode {
-    pub child: Child,
-    pub port: u16,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
+/// A node's HTTP API at `base` (`http://host:port`), wherever the node runs.
+pub struct NodeApi {
+    pub base: String,
 }
 
-impl FlowmeshNode {
-    pub fn start(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
-        let mut node = Self::spawn(data_dir, port, extra_env);
-        node.wait_ready();
-        node
+impl NodeApi {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self { base: base.into() }
     }
 
-    /// Starts the process without waiting for it (nodes of one Raft group must start
-    /// together: none has a leader alone).
-    pub fn spawn(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
-        let log = PathBuf::from(format!("{}.{}.log", data_dir.display(), std::process::id()));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowmesh"));
-        cmd.args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        // the peer port on a free port unless the test chose one (20418 would clash)
-        if !extra_env
-            .iter()
-            .any(|(k, _)| *k == "FLOWMESH__CONSENSUS__LISTEN")
-        {
-            cmd.args(["--peer-listen", "127.0.0.1:0"]);
-        }
-        // Flight SQL on a free port unless the test chose one (20417 would clash)
-        if !extra_env
-            .iter()
-            .any(|(k, _)| *k == "FLOWMESH__FLIGHT_SQL__LISTEN")
-        {
-            cmd.args(["--flight-listen", "127.0.0.1:0"]);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn flowmesh");
-        Self {
-            child,
-            port,
-            data_dir: data_dir.to_path_buf(),
-            log,
-        }
-    }
-
-    /// Waits until the node answers `/v1/status`; panics with its log if it exited.
-    pub fn wait_ready(&mut self) {
-        let port = self.port;
-        let node = self;
-        wait_for(
-            Duration::from_secs(60),
-            "flowmesh to answer /v1/status",
-            || {
-                if let Ok(Some(status)) = node.child.try_wait() {
-                    panic!(
-                        "flowmesh exited early with {status}; log:\n{}",
-                        node.log_text()
-                    );
-                }
-                reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/status"))
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            },
-        );
+    /// `/v1/status`.
+    pub fn status(&self) -> Value {
+        reqwest::blocking::get(format!("{}/v1/status", self.base))
+            .unwrap()
+            .json()
+            .unwrap()
     }
 
     /// The value of one of the node's own metrics in `/metrics`.
     #[allow(dead_code)] // not every test binary reads metrics
     pub fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.port))
+        let text = reqwest::blocking::get(format!("{}/metrics", self.base))
             .unwrap()
             .text()
             .unwrap();
@@ -147,14 +87,10 @@ impl FlowmeshNode {
             .unwrap_or_else(|| panic!("{name} missing from /metrics"))
     }
 
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Runs SQL; returns (status, body).
     pub fn sql_raw(&self, sql: &str) -> (u16, Value) {
         let resp = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}/v1/sql", self.port))
+            .post(format!("{}/v1/sql", self.base))
             .json(&serde_json::json!({ "sql": sql }))
             .send()
             .unwrap();
@@ -167,7 +103,7 @@ impl FlowmeshNode {
     #[allow(dead_code)] // only mesh tests choose a scope
     pub fn sql_scoped(&self, sql: &str, scope: &str, strict: bool) -> (u16, Value) {
         let resp = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}/v1/sql", self.port))
+            .post(format!("{}/v1/sql", self.base))
             .query(&[
                 ("scope", scope),
                 ("strict", if strict { "true" } else { "false" }),
@@ -194,7 +130,7 @@ impl FlowmeshNode {
     /// GET `/prom/api/v1/<path>` that must succeed; its `data`.
     pub fn prom_api(&self, path: &str, params: &[(&str, &str)]) -> Value {
         let response = reqwest::blocking::Client::new()
-            .get(format!("http://127.0.0.1:{}/prom/api/v1/{path}", self.port))
+            .get(format!("{}/prom/api/v1/{path}", self.base))
             .query(params)
             .send()
             .unwrap();
@@ -243,6 +179,91 @@ impl FlowmeshNode {
         v.sort();
         v
     }
+}
+
+/// A `flowmesh up` child process.
+pub struct FlowmeshNode {
+    pub child: Child,
+    pub api: NodeApi,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl FlowmeshNode {
+    pub fn start(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
+        let mut node = Self::spawn(data_dir, port, extra_env);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts the process without waiting for it (nodes of one Raft group must start
+    /// together: none has a leader alone).
+    pub fn spawn(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
+        let log = PathBuf::from(format!("{}.{}.log", data_dir.display(), std::process::id()));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowmesh"));
+        cmd.args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        // the peer port on a free port unless the test chose one (20418 would clash)
+        if !extra_env
+            .iter()
+            .any(|(k, _)| *k == "FLOWMESH__CONSENSUS__LISTEN")
+        {
+            cmd.args(["--peer-listen", "127.0.0.1:0"]);
+        }
+        // Flight SQL on a free port unless the test chose one (20417 would clash)
+        if !extra_env
+            .iter()
+            .any(|(k, _)| *k == "FLOWMESH__FLIGHT_SQL__LISTEN")
+        {
+            cmd.args(["--flight-listen", "127.0.0.1:0"]);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn flowmesh");
+        Self {
+            child,
+            api: NodeApi::new(format!("http://127.0.0.1:{port}")),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Waits until the node answers `/v1/status`; panics with its log if it exited.
+    pub fn wait_ready(&mut self) {
+        let port = self.port;
+        let node = self;
+        wait_for(
+            Duration::from_secs(60),
+            "flowmesh to answer /v1/status",
+            || {
+                if let Ok(Some(status)) = node.child.try_wait() {
+                    panic!(
+                        "flowmesh exited early with {status}; log:\n{}",
+                        node.log_text()
+                    );
+                }
+                reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/status"))
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -255,6 +276,15 @@ impl FlowmeshNode {
         wait_for(Duration::from_secs(30), "flowmesh to exit", || {
             self.child.try_wait().unwrap()
         })
+    }
+}
+
+/// A node's API methods (`sql`, `metric` …) on the process that serves it.
+impl std::ops::Deref for FlowmeshNode {
+    type Target = NodeApi;
+
+    fn deref(&self) -> &NodeApi {
+        &self.api
     }
 }
 

@@ -4,7 +4,7 @@
 # (Raft) group; all nodes join one libp2p mesh.
 #
 #   deploy/mesh.sh up      [-n NODES] [-r REGIONS] [--dir DIR] [--bin FLOWMESH] [--prefix P]
-#                          [--subnet A.B.C] [--token T]
+#                          [--subnet A.B.C] [--token T] [--no-tls]
 #   deploy/mesh.sh traffic [--dir DIR] [--seconds S]  writes request points into every node
 #   deploy/mesh.sh status  [--dir DIR]                one line per node, as the mesh sees it
 #   deploy/mesh.sh sql     [--dir DIR] [--scope S] [--strict] SQL   runs SQL on n1
@@ -18,8 +18,10 @@
 # node uses the standard ports on its own address: HTTP 20416, Flight SQL 20417, peer (Raft
 # and mesh queries) 20418, libp2p 20419. The host reaches them through the bridge at
 # <subnet>.1. Capture is off: every namespace shares one kernel, so each node would capture
-# every other's traffic. Defaults: 6 nodes, 2 regions, DIR /tmp/flowmesh-mesh, prefix fm,
-# subnet 10.213.0, the binary from `cargo build` (release if built, else debug).
+# every other's traffic. The peer port speaks mutual TLS with certificates deploy/certs.sh
+# makes in DIR/pki (one per node, for its address) unless --no-tls. Defaults: 6 nodes,
+# 2 regions, DIR /tmp/flowmesh-mesh, prefix fm, subnet 10.213.0, the binary from
+# `cargo build` (release if built, else debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir=$PWD
@@ -29,7 +31,7 @@ die() { echo "mesh.sh: $*" >&2; exit 1; }
 cmd=${1:-}; [ -n "$cmd" ] || die "usage: deploy/mesh.sh up|traffic|status|sql|kill|start|down [options]"
 shift
 nodes=6 regions=2 dir=/tmp/flowmesh-mesh bin="" prefix=fm subnet=10.213.0 token="" seconds=10
-scope=global strict="" target="" sql_text=""
+scope=global strict="" target="" sql_text="" tls=1
 while [ $# -gt 0 ]; do
     case $1 in
         -n|--nodes) nodes=$2; shift 2 ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=$2; shift 2 ;;
         --scope) scope=$2; shift 2 ;;
         --strict) strict=--strict; shift ;;
+        --no-tls) tls=0; shift ;;
         -*) die "unknown option $1" ;;
         *) if [ "$cmd" = sql ]; then sql_text=$1; else target=$1; fi; shift ;;
     esac
@@ -137,6 +140,8 @@ peer_timeout = "5s"
 node_id = $my_id
 listen = "$ip:20418"
 cluster_token = "$token"
+$(if [ "$tls" = 1 ]; then printf 'tls_cert = "%s"\ntls_key = "%s"\ntls_ca = "%s"\n' \
+    "$dir/pki/n$k.pem" "$dir/pki/n$k.key" "$dir/pki/ca.pem"; fi)
 
 [consensus.peers]
 $peers
@@ -167,8 +172,13 @@ up() {
     mkdir -p "$dir"
     dir=$(realpath "$dir")
     state=$dir/mesh.env
-    printf 'nodes=%s\nregions=%s\nprefix=%s\nsubnet=%s\nbin=%q\ntoken=%s\n' \
-        "$nodes" "$regions" "$prefix" "$subnet" "$bin" "$token" > "$state"
+    printf 'nodes=%s\nregions=%s\nprefix=%s\nsubnet=%s\nbin=%q\ntoken=%s\ntls=%s\n' \
+        "$nodes" "$regions" "$prefix" "$subnet" "$bin" "$token" "$tls" > "$state"
+    if [ "$tls" = 1 ]; then
+        local specs=()
+        for k in $(seq 1 "$nodes"); do specs+=("n$k=$(ip_of "$k")"); done
+        "$root_dir/deploy/certs.sh" "$dir/pki" "${specs[@]}"
+    fi
 
     local br="${prefix}br"
     ip link add "$br" type bridge

@@ -67,6 +67,8 @@ pub struct ConsensusConfig {
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot, for followers that lag a little.
     pub snapshot_keep_entries: u64,
+    /// Mutual TLS on the peer port (server and clients); plain HTTP when absent.
+    pub tls: Option<crate::tls::PeerTlsFiles>,
 }
 
 impl Default for ConsensusConfig {
@@ -90,6 +92,7 @@ impl Default for ConsensusConfig {
             cache_capacity: 262_144,
             snapshot_after_entries: 5000,
             snapshot_keep_entries: 1000,
+            tls: None,
         }
     }
 }

@@ -26,8 +26,9 @@
 //!   with the same attributes.
 //! - Caches only hold mappings read from the applied dictionary, so they are never stale.
 //! - Voters are the (up to) `max_voters` lowest node ids; every other node is a learner.
-//! - Every peer request carries the cluster token and is refused without it. The token
-//!   travels in clear text until the peer port gets TLS (DESIGN.md §9, a later step).
+//! - Every peer request carries the cluster token and is refused without it. With `tls`
+//!   configured ([`tls`]), the peer port speaks only mutual TLS: both ends present a
+//!   certificate of the mesh's CA, and the token travels inside the tunnel.
 
 mod cache;
 mod client;
@@ -38,6 +39,7 @@ mod node;
 mod server;
 mod stats;
 pub mod store;
+pub mod tls;
 mod types;
 
 pub use client::DictionaryClient;

@@ -140,24 +140,33 @@ impl std::fmt::Display for CallError {
 #[derive(Clone)]
 pub(crate) struct PeerHttp {
     client: reqwest::Client,
+    /// `http` or, with peer TLS, `https`.
+    scheme: &'static str,
     token: String,
     timeout: Duration,
 }
 
 impl PeerHttp {
-    pub(crate) fn new(token: String, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    pub(crate) fn new(
+        token: String,
+        timeout: Duration,
+        tls: Option<&crate::tls::PeerTls>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(tls.client_config());
+        }
         Ok(Self {
-            client,
+            client: builder.build()?,
+            scheme: if tls.is_some() { "https" } else { "http" },
             token,
             timeout,
         })
     }
 
-    /// POSTs `body` as JSON to `http://{addr}{path}` and decodes the JSON reply, whatever
+    /// POSTs `body` as JSON to `http(s)://{addr}{path}` and decodes the JSON reply, whatever
     /// its status (errors travel as typed JSON too), except 401.
     pub(crate) async fn post<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
@@ -168,7 +177,7 @@ impl PeerHttp {
     ) -> Result<Resp, CallError> {
         let response = self
             .client
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header(TOKEN_HEADER, &self.token)
             .timeout(timeout.unwrap_or(self.timeout))
             .json(body)
@@ -185,7 +194,7 @@ impl PeerHttp {
     ) -> Result<Resp, CallError> {
         let response = self
             .client
-            .get(format!("http://{addr}{path}"))
+            .get(format!("{}://{addr}{path}", self.scheme))
             .header(TOKEN_HEADER, &self.token)
             .timeout(self.timeout)
             .send()

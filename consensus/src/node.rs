@@ -729,12 +729,19 @@ pub struct DictionaryNode {
     tasks: TaskTracker,
     store: StoreHandle,
     local_addr: SocketAddr,
+    tls: Option<crate::tls::PeerTls>,
 }
 
 impl DictionaryNode {
     /// Opens the store in `config.data_dir` (recovering log, vote and dictionary), starts
     /// Raft, the peer server on `config.listen` and the background tasks. Returns once the
     /// server listens; the group may still be electing a leader.
+    /// The peer TLS this node serves and dials with, when configured: other peer clients
+    /// of the node (its query fragments) use the same certificates.
+    pub fn peer_tls(&self) -> Option<&crate::tls::PeerTls> {
+        self.tls.as_ref()
+    }
+
     pub async fn start(config: ConsensusConfig) -> Result<DictionaryNode> {
         Self::start_with_routes(config, Router::new()).await
     }
@@ -758,10 +765,17 @@ impl DictionaryNode {
                     reason: e.to_string(),
                     retryable: false,
                 })??;
-        let http =
-            PeerHttp::new(config.cluster_token.clone(), config.request_timeout).map_err(|e| {
-                ConsensusError::config(format!("cannot build the peer http client: {e}"))
-            })?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::PeerTls::load)
+            .transpose()?;
+        let http = PeerHttp::new(
+            config.cluster_token.clone(),
+            config.request_timeout,
+            tls.as_ref(),
+        )
+        .map_err(|e| ConsensusError::config(format!("cannot build the peer http client: {e}")))?;
         let network = NetworkFactory {
             http: http.clone(),
             retry_backoff: (config.heartbeat_interval * 2).max(Duration::from_millis(50)),
@@ -811,8 +825,14 @@ impl DictionaryNode {
 
         let router = crate::server::router(Arc::clone(&core)).merge(routes);
         let server_cancel = cancel.clone();
+        let acceptor = tls.as_ref().map(crate::tls::PeerTls::acceptor);
+        let refused = Arc::clone(&core.counters.tls_refused_connections);
         tasks.spawn(
             async move {
+                if let Some(acceptor) = acceptor {
+                    crate::tls::serve(listener, router, acceptor, server_cancel, refused).await;
+                    return;
+                }
                 let served = axum::serve(listener, router)
                     .with_graceful_shutdown(server_cancel.cancelled_owned())
                     .await;
@@ -831,13 +851,14 @@ impl DictionaryNode {
                 .run_membership()
                 .instrument(tracing::info_span!("dictionary-membership", node_id)),
         );
-        tracing::info!(node_id, %local_addr, "dictionary node started");
+        tracing::info!(node_id, %local_addr, tls = tls.is_some(), "dictionary node started");
         Ok(DictionaryNode {
             core,
             client,
             tasks,
             store,
             local_addr,
+            tls,
         })
     }
 

@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub replica_errors: AtomicU64,
     pub forwarded_requests: AtomicU64,
     pub rejected_peer_requests: AtomicU64,
+    pub tls_refused_connections: std::sync::Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -39,6 +40,7 @@ impl Counters {
             replica_errors: get(&self.replica_errors),
             forwarded_requests: get(&self.forwarded_requests),
             rejected_peer_requests: get(&self.rejected_peer_requests),
+            tls_refused_connections: get(&self.tls_refused_connections),
         }
     }
 }
@@ -68,4 +70,6 @@ pub struct DictionaryStats {
     pub forwarded_requests: u64,
     /// Peer requests refused for a bad cluster token.
     pub rejected_peer_requests: u64,
+    /// Peer connections refused by TLS: no certificate of the mesh's CA, or not TLS.
+    pub tls_refused_connections: u64,
 }

@@ -248,6 +248,13 @@ pub struct ConsensusSettings {
     pub intern_timeout: Duration,
     /// The region's nodes by id (`"2" = "10.0.0.2:20418"`); may include this node.
     pub peers: std::collections::BTreeMap<String, SocketAddr>,
+    /// This node's peer TLS certificate (PEM); with `tls_key` and `tls_ca`, mutual TLS on
+    /// the peer port. All three or none.
+    pub tls_cert: String,
+    /// The key of `tls_cert` (PEM).
+    pub tls_key: String,
+    /// The mesh's CA certificate (PEM): the only issuer of peers' certificates accepted.
+    pub tls_ca: String,
 }
 
 impl Default for ConsensusSettings {
@@ -262,6 +269,9 @@ impl Default for ConsensusSettings {
             cache_capacity: base.cache_capacity,
             intern_timeout: base.intern_timeout,
             peers: Default::default(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -286,8 +296,28 @@ impl ConsensusSettings {
                     .map_err(|e| ConfigError::Invalid(format!("consensus.advertise {a:?}: {e}")))?,
             ),
         };
+        let tls = match (
+            self.tls_cert.as_str(),
+            self.tls_key.as_str(),
+            self.tls_ca.as_str(),
+        ) {
+            ("", "", "") => None,
+            (cert, key, ca) if !cert.is_empty() && !key.is_empty() && !ca.is_empty() => {
+                Some(flowmesh_consensus::tls::PeerTlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                    ca: ca.into(),
+                })
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "consensus.tls_cert, tls_key and tls_ca: set all three or none".into(),
+                ));
+            }
+        };
         let config = flowmesh_consensus::ConsensusConfig {
             node_id: self.node_id,
+            tls,
             listen: self.listen,
             advertise,
             data_dir: data_dir.join("consensus"),
@@ -532,6 +562,34 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("payload_cap_bytes"), "{err}");
+    }
+
+    #[test]
+    fn peer_tls_needs_all_three_files() {
+        let mut c = ConsensusSettings {
+            tls_cert: "/etc/flowmesh/n1.pem".into(),
+            ..Default::default()
+        };
+        let err = c
+            .to_consensus_config(Path::new("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("all three or none"), "{err}");
+        c.tls_key = "/etc/flowmesh/n1.key".into();
+        c.tls_ca = "/etc/flowmesh/ca.pem".into();
+        let tls = c
+            .to_consensus_config(Path::new("/tmp"))
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(tls.ca, Path::new("/etc/flowmesh/ca.pem"));
+        assert!(
+            ConsensusSettings::default()
+                .to_consensus_config(Path::new("/tmp"))
+                .unwrap()
+                .tls
+                .is_none()
+        );
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl Dictionary {
         self.node.client()
     }
 
+    /// The peer port's TLS, when configured (query fragments to other nodes use it too).
+    pub fn peer_tls(&self) -> Option<&flowmesh_consensus::tls::PeerTls> {
+        self.node.peer_tls()
+    }
+
     /// Where the peer port listens (Raft, forwarded interns, query fragments).
     pub fn peer_addr(&self) -> std::net::SocketAddr {
         self.node.local_addr()

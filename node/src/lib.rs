@@ -296,6 +296,7 @@ impl Node {
             tags.cluster.to_string(),
             config.consensus.cluster_token.clone(),
             config.query.peer_timeout,
+            dictionary.peer_tls(),
             Arc::clone(&mesh_stats),
         ));
         let _ = mesh_query_slot.set(Arc::clone(&mesh_query));

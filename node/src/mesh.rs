@@ -148,6 +148,8 @@ pub struct MeshQuery {
     token: String,
     timeout: Duration,
     channels: Mutex<BTreeMap<String, tonic::transport::Channel>>,
+    /// Mutual TLS to other nodes' peer ports, when the node has peer certificates.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     pub stats: Arc<MeshQueryStats>,
 }
 
@@ -181,8 +183,15 @@ impl MeshQuery {
         cluster: String,
         token: String,
         timeout: Duration,
+        tls: Option<&flowmesh_consensus::tls::PeerTls>,
         stats: Arc<MeshQueryStats>,
     ) -> Self {
+        let tls = tls.map(|t| {
+            let (cert, key) = t.identity_pem();
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(t.ca_pem()))
+                .identity(tonic::transport::Identity::from_pem(cert, key))
+        });
         Self {
             engine,
             runtime,
@@ -193,6 +202,7 @@ impl MeshQuery {
             token,
             timeout,
             channels: Mutex::new(BTreeMap::new()),
+            tls,
             stats,
         }
     }
@@ -352,10 +362,17 @@ impl MeshQuery {
         if let Some(c) = self.channels.lock().get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| QueryError::Internal(format!("bad peer address {addr}: {e}")))?
+        let bad = |e: &dyn std::fmt::Display| {
+            QueryError::Internal(format!("bad peer address {addr}: {e}"))
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| bad(&e))?
             .connect_timeout(self.timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(&e))?;
+        }
         let channel = endpoint.connect_lazy();
         self.channels
             .lock()

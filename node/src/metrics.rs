@@ -169,6 +169,18 @@ impl Metrics {
                 d.replica_errors,
             ),
             (
+                "flowmesh_peer_rejected_requests_total",
+                "counter",
+                "Peer-port requests (Raft, dictionary) refused for a missing or wrong cluster token.",
+                d.rejected_peer_requests,
+            ),
+            (
+                "flowmesh_peer_tls_refused_connections_total",
+                "counter",
+                "Peer-port connections refused by TLS: no certificate of the mesh's CA, or not TLS.",
+                d.tls_refused_connections,
+            ),
+            (
                 "flowmesh_dictionary_encode_retries_total",
                 "counter",
                 "Captured batches whose tags could not be encoded yet and were retried.",

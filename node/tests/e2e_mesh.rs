@@ -322,34 +322,63 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
         assert_eq!(body["partial"], false);
     }
 
-    // a wrong cluster token is refused by the peer service
-    let unauth_before = mesh.nodes[1].metric("flowmesh_mesh_unauthenticated_total");
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import pyarrow.flight as f, json\n\
-             c = f.FlightClient('grpc://{addr}')\n\
-             o = f.FlightCallOptions(headers=[(b'x-flowmesh-cluster-token', b'wrong')])\n\
-             t = f.Ticket(json.dumps({{'sql': 'SELECT 1', 'scope': 'node', 'strict': False, 'timeout_ms': 1000}}).encode())\n\
-             try:\n    c.do_get(t, o).read_all(); print('ANSWERED')\n\
-             except f.FlightUnauthenticatedError as e: print('REFUSED')\n",
-            addr = mesh.nodes[1].status()["mesh"]["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["name"] == "n2")
-                .unwrap()["query_addr"]
-                .as_str()
-                .unwrap()
-        ))
+    // the peer port speaks mutual TLS only: a client without a certificate of the mesh's
+    // CA is refused (and counted); with one, a wrong cluster token is still refused
+    let pki = mesh.dir.join("pki");
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/certs.sh"))
+        .arg(&pki)
+        .arg("tool=127.0.0.1")
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "REFUSED",
+    assert!(
+        out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let addr = mesh.nodes[1].status()["mesh"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "n2")
+        .unwrap()["query_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flight = |with_cert: bool| {
+        let identity = if with_cert {
+            format!(
+                "cert_chain=open('{p}/tool.pem','rb').read(), private_key=open('{p}/tool.key','rb').read(), ",
+                p = pki.display()
+            )
+        } else {
+            String::new()
+        };
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import pyarrow.flight as f, json\n\
+                 c = f.FlightClient('grpc+tls://{addr}', tls_root_certs=open('{p}/ca.pem','rb').read(), {identity})\n\
+                 o = f.FlightCallOptions(headers=[(b'x-flowmesh-cluster-token', b'wrong')], timeout=10)\n\
+                 t = f.Ticket(json.dumps({{'sql': 'SELECT 1', 'scope': 'node', 'strict': False, 'timeout_ms': 1000}}).encode())\n\
+                 try:\n    c.do_get(t, o).read_all(); print('ANSWERED')\n\
+                 except f.FlightUnauthenticatedError as e: print('REFUSED')\n\
+                 except f.FlightUnavailableError as e: print('NO TUNNEL')\n",
+                p = pki.display()
+            ))
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let tls_before = mesh.nodes[1].metric("flowmesh_peer_tls_refused_connections_total");
+    let (said, err) = flight(false);
+    assert_eq!(said, "NO TUNNEL", "{err}");
+    assert!(mesh.nodes[1].metric("flowmesh_peer_tls_refused_connections_total") > tls_before);
+    let unauth_before = mesh.nodes[1].metric("flowmesh_mesh_unauthenticated_total");
+    let (said, err) = flight(true);
+    assert_eq!(said, "REFUSED", "{err}");
     assert_eq!(
         mesh.nodes[1].metric("flowmesh_mesh_unauthenticated_total"),
         unauth_before + 1.0

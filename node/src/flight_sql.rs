@@ -8,6 +8,12 @@
 //! GetSqlInfo) read the engine's DataFusion catalog. With `flight_sql.token` set, every
 //! call needs `authorization: Bearer <token>`; a handshake with Basic credentials whose
 //! password is the token returns that header.
+//!
+//! Statements read the nodes of a scope like `/v1/sql`: the `x-flowmesh-scope` header
+//! (`node`, `cluster`, `region`, `region:<name>`, `global`; else `query.default_scope`) and
+//! `x-flowmesh-strict: true`. A partial answer says so in the response headers
+//! `x-flowmesh-partial` and `x-flowmesh-missing-nodes`. Prepared statements with bound
+//! parameters read this node only.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -110,6 +116,10 @@ impl PreparedStatements {
 #[derive(Clone)]
 pub struct FlightSql {
     engine: Arc<QueryEngine>,
+    /// Statements over the mesh; set once the node has joined it (empty in unit tests and
+    /// until then, when statements read this node).
+    mesh: Arc<std::sync::OnceLock<Arc<crate::mesh::MeshQuery>>>,
+    default_scope: crate::mesh::Scope,
     query_runtime: tokio::runtime::Handle,
     token: Arc<str>,
     prepared: Arc<Mutex<PreparedStatements>>,
@@ -123,6 +133,8 @@ impl FlightSql {
         engine: Arc<QueryEngine>,
         query_runtime: tokio::runtime::Handle,
         stats: Arc<FlightSqlStats>,
+        mesh: Arc<std::sync::OnceLock<Arc<crate::mesh::MeshQuery>>>,
+        default_scope: crate::mesh::Scope,
     ) -> Result<Self, String> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "flowmesh");
@@ -140,6 +152,8 @@ impl FlightSql {
         let sql_info = info.build().map_err(|e| e.to_string())?;
         Ok(Self {
             engine,
+            mesh,
+            default_scope,
             query_runtime,
             token: config.token.as_str().into(),
             prepared: Arc::new(Mutex::new(PreparedStatements {
@@ -189,7 +203,56 @@ impl FlightSql {
         }
     }
 
-    /// Runs a statement on the query runtime, counting it and classifying its error.
+    /// Runs a statement over the nodes its request's headers choose (see the module
+    /// docs); the response carries who was missing.
+    async fn run_scoped(
+        &self,
+        sql: String,
+        params: Vec<ScalarValue>,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let scope = match header("x-flowmesh-scope") {
+            Some(s) => crate::mesh::Scope::parse(s).map_err(|e| self.status_of(e))?,
+            None => self.default_scope.clone(),
+        };
+        let strict = match header("x-flowmesh-strict") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Status::invalid_argument(format!(
+                    "x-flowmesh-strict: {other:?} is not true or false"
+                )));
+            }
+        };
+        let Some(mesh) = self.mesh.get().filter(|_| params.is_empty()) else {
+            let out = self.run(sql, params).await?;
+            return Ok(stream_batches(out.schema, out.batches));
+        };
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let answer = mesh
+            .sql(&sql, scope, strict)
+            .await
+            .map_err(|e| self.status_of(e))?;
+        let mut response = stream_batches(answer.output.schema, answer.output.batches);
+        let partial = if answer.missing.is_empty() {
+            "false"
+        } else {
+            "true"
+        };
+        response
+            .metadata_mut()
+            .insert("x-flowmesh-partial", MetadataValue::from_static(partial));
+        if let Ok(v) = MetadataValue::try_from(answer.missing.join(",")) {
+            response
+                .metadata_mut()
+                .insert("x-flowmesh-missing-nodes", v);
+        }
+        Ok(response)
+    }
+
+    /// Runs a statement on this node's engine, on the query runtime, counting it and
+    /// classifying its error.
     async fn run(&self, sql: String, params: Vec<ScalarValue>) -> Result<QueryOutput, Status> {
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(&self.engine);
@@ -440,8 +503,7 @@ impl FlightSqlService for FlightSql {
         self.authorize(&request)?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        let out = self.run(sql, Vec::new()).await?;
-        Ok(stream_batches(out.schema, out.batches))
+        self.run_scoped(sql, Vec::new(), request.metadata()).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -514,8 +576,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.authorize(&request)?;
         let (sql, params) = self.prepared(&query.prepared_statement_handle)?;
-        let out = self.run(sql, params).await?;
-        Ok(stream_batches(out.schema, out.batches))
+        self.run_scoped(sql, params, request.metadata()).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -716,6 +777,8 @@ mod tests {
             Arc::new(engine),
             tokio::runtime::Handle::current(),
             Arc::default(),
+            Arc::default(),
+            crate::mesh::Scope::Node,
         )
         .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

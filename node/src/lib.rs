@@ -258,6 +258,8 @@ impl Node {
                 Arc::clone(&engine),
                 query_runtime.handle(),
                 Arc::clone(&metrics.flight_sql),
+                Arc::clone(&mesh_query_slot),
+                mesh::Scope::parse(&config.query.default_scope)?,
             )
             .map_err(|e| NodeError::Query(flowmesh_query_planner::QueryError::Internal(e)))?;
             let cancel = http_cancel.clone();

@@ -287,6 +287,42 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     let crossed = bytes(&mesh.nodes[0]) - before;
     assert!(crossed > 0.0 && crossed < 4096.0, "{crossed} bytes crossed");
 
+    // Flight SQL clients choose the scope with a header (ADBC: a call header option);
+    // without it, the node's default scope (its region)
+    let adbc = |header: Option<&str>| -> Vec<(String, i64)> {
+        let kwargs = header
+            .map(|h| format!("'adbc.flight.sql.rpc.call_header.x-flowmesh-scope': '{h}'"))
+            .unwrap_or_default();
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import adbc_driver_flightsql.dbapi as d, json\n\
+                 c = d.connect('grpc://{host}:20417', db_kwargs={{{kwargs}}})\n\
+                 cur = c.cursor()\n\
+                 cur.execute(\"{BY_REGION}\")\n\
+                 print(json.dumps([list(r) for r in cur.fetchall()]))\n\
+                 cur.close(); c.close()\n",
+                host = mesh.nodes[0]
+                    .base
+                    .trim_start_matches("http://")
+                    .split(':')
+                    .next()
+                    .unwrap(),
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<(String, i64)> = serde_json::from_slice(&out.stdout).unwrap();
+        rows
+    };
+    assert_eq!(adbc(Some("global")), expected_by_region(&all));
+    assert_eq!(adbc(None), expected_by_region(&[0, 1, 2]));
+    assert_eq!(adbc(Some("region:r2")), expected_by_region(&[3, 4, 5]));
+
     // kill -9 one r2 node: partial, named; strict fails naming it alone; restart makes it
     // whole
     mesh.script(&["kill", "n5"]);

@@ -92,6 +92,7 @@ impl PromApi {
     /// Runs `evaluate` with an engine on a blocking thread, within `timeout`.
     async fn evaluate<T: Send + 'static>(
         &self,
+        source: &PromSource,
         timeout: Option<Duration>,
         evaluate: impl FnOnce(&Engine<DeadlineSource>) -> Result<T, PromError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -104,7 +105,7 @@ impl PromApi {
             .map_err(|_| ApiError::unavailable("the query engine is shutting down"))?;
         let mut options = self.options.clone();
         options.timeout = Some(deadline.saturating_duration_since(Instant::now()));
-        let source = self.source.until(Some(deadline));
+        let source = source.until(Some(deadline));
         let task = self.runtime.spawn_blocking(move || {
             let engine = Engine::with_options(source, options);
             evaluate(&engine)
@@ -158,11 +159,17 @@ async fn instant_query(
     let time_ms = params.time("time", now_ms())?;
     let timeout = params.duration("timeout")?;
     let query = params.get("query").unwrap_or_default().to_string();
+    let source = scoped_source(state, &params)?;
     let value = state
         .prom
-        .evaluate(timeout, move |engine| engine.instant(&query, time_ms))
+        .evaluate(&source, timeout, move |engine| {
+            engine.instant(&query, time_ms)
+        })
         .await?;
-    Ok(success(&value_json(&value, time_ms)))
+    Ok(success_with_warnings(
+        &value_json(&value, time_ms),
+        &partial_warnings(&source),
+    ))
 }
 
 /// `GET|POST /prom/api/v1/query_range`.
@@ -203,16 +210,17 @@ async fn range_query(
     }
     let timeout = params.duration("timeout")?;
     let query = params.get("query").unwrap_or_default().to_string();
+    let source = scoped_source(state, &params)?;
     let matrix = state
         .prom
-        .evaluate(timeout, move |engine| {
+        .evaluate(&source, timeout, move |engine| {
             engine.range(&query, start, end, step)
         })
         .await?;
     let mut out = String::from(r#"{"resultType":"matrix","result":"#);
     write_matrix(&mut out, &matrix);
     out.push('}');
-    Ok(success(&out))
+    Ok(success_with_warnings(&out, &partial_warnings(&source)))
 }
 
 /// `GET|POST /prom/api/v1/series`.
@@ -241,7 +249,7 @@ async fn series_list(
     );
     let sets = params.matcher_sets()?;
     let limit = params.limit()?;
-    let mut found = matching_series(state, sets, start, end).await?;
+    let mut found = matching_series(state, &params, sets, start, end).await?;
     let truncated = limit.is_some_and(|l| found.len() > l);
     if let Some(l) = limit {
         found.truncate(l);
@@ -254,7 +262,7 @@ async fn series_list(
         write_labels(&mut out, labels);
     }
     out.push(']');
-    Ok(success_with_warnings(&out, truncated))
+    Ok(success_with_warnings(&out, &truncation_warning(truncated)))
 }
 
 /// `GET|POST /prom/api/v1/labels`.
@@ -280,7 +288,7 @@ async fn label_names(
     );
     let sets = params.matcher_sets()?;
     let limit = params.limit()?;
-    let found = matching_series(state, sets, start, end).await?;
+    let found = matching_series(state, &params, sets, start, end).await?;
     let names: std::collections::BTreeSet<&str> = found
         .iter()
         .flat_map(|l| l.iter().map(|l| l.name.as_str()))
@@ -317,7 +325,7 @@ async fn values_of(
     let sets = params.matcher_sets()?;
     let limit = params.limit()?;
     if name == METRIC_NAME && sets.is_empty() {
-        let source = state.prom.source.clone();
+        let source = scoped_source(state, &params)?;
         let names = state
             .prom
             .lookup(async move {
@@ -328,7 +336,7 @@ async fn values_of(
             .await?;
         return Ok(string_list(names.iter().map(String::as_str), limit));
     }
-    let found = matching_series(state, sets, start, end).await?;
+    let found = matching_series(state, &params, sets, start, end).await?;
     let values: std::collections::BTreeSet<&str> =
         found.iter().filter_map(|l| l.get(name)).collect();
     Ok(string_list(values.into_iter(), limit))
@@ -485,13 +493,53 @@ fn success(data: &str) -> String {
     format!(r#"{{"status":"success","data":{data}}}"#)
 }
 
-fn success_with_warnings(data: &str, truncated: bool) -> String {
+/// A success with Prometheus' `warnings` when there are any.
+fn success_with_warnings(data: &str, warnings: &[String]) -> String {
+    if warnings.is_empty() {
+        return success(data);
+    }
+    let mut out = format!(r#"{{"status":"success","data":{data},"warnings":["#);
+    for (i, w) in warnings.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, w);
+    }
+    out.push_str("]}");
+    out
+}
+
+const TRUNCATED: &str = "results truncated due to limit";
+
+fn truncation_warning(truncated: bool) -> Vec<String> {
     if truncated {
-        format!(
-            r#"{{"status":"success","data":{data},"warnings":["results truncated due to limit"]}}"#
-        )
+        vec![TRUNCATED.to_string()]
     } else {
-        success(data)
+        Vec::new()
+    }
+}
+
+/// The series source at the request's `scope` parameter (`node`, `cluster`, `region`,
+/// `region:<name>`, `global`; else the node's `query.default_scope`), as for `/v1/sql`.
+fn scoped_source(state: &ApiState, params: &Params) -> Result<PromSource, ApiError> {
+    let scope = match params.get("scope") {
+        Some(s) if !s.is_empty() => crate::mesh::Scope::parse(s)
+            .map_err(|e| ApiError::bad_param("scope", &e.to_string()))?,
+        _ => state.default_scope.clone(),
+    };
+    Ok(state.prom.source.over(Arc::clone(&state.mesh), scope))
+}
+
+/// A partial answer's warning: the nodes of the scope that did not answer.
+fn partial_warnings(source: &PromSource) -> Vec<String> {
+    let missing = source.missing();
+    if missing.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "partial answer: no data from node(s) {}",
+            missing.join(", ")
+        )]
     }
 }
 
@@ -582,11 +630,12 @@ impl Params {
 /// The label sets of the series matching any of `sets` over [start, end].
 async fn matching_series(
     state: &ApiState,
+    params: &Params,
     sets: Vec<Vec<LabelMatcher>>,
     start: i64,
     end: i64,
 ) -> Result<Vec<Labels>, ApiError> {
-    let source = state.prom.source.clone();
+    let source = scoped_source(state, params)?;
     state
         .prom
         .lookup(async move {
@@ -956,7 +1005,7 @@ fn string_list<'a>(items: impl Iterator<Item = &'a str>, limit: Option<usize>) -
         push_json_string(&mut out, item);
     }
     out.push(']');
-    success_with_warnings(&out, truncated)
+    success_with_warnings(&out, &truncation_warning(truncated))
 }
 
 #[cfg(test)]

@@ -29,6 +29,13 @@
 //!
 //! Series are identified by their labels only: the node's `region`, `cluster` and `node`
 //! columns are not added as labels, so results look as they do in Prometheus.
+//!
+//! Over a mesh ([`PromSource::over`]), each statement runs at a scope through the node's
+//! [`MeshQuery`](crate::mesh::MeshQuery): the filters run on the nodes that hold the rows,
+//! the RED counts are summed there as partials, and the series of every node meet here. A
+//! RED series is then the mesh's total for its key; remote_write and Influx series are the
+//! union of what each node holds. Nodes that did not answer are collected
+//! ([`PromSource::missing`]) for the API's warnings.
 
 use std::{
     sync::Arc,
@@ -61,6 +68,10 @@ pub struct PromSource {
     runtime: tokio::runtime::Handle,
     /// Samples one selection may build (the RED kind's are generated, not read).
     max_samples: usize,
+    /// The mesh and scope statements run at; this node's engine alone when `None`.
+    mesh: Option<(Arc<crate::mesh::MeshQuery>, crate::mesh::Scope)>,
+    /// Nodes of the scope that did not answer some statement.
+    missing: Arc<parking_lot::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for PromSource {
@@ -86,7 +97,24 @@ impl PromSource {
             engine,
             runtime,
             max_samples: EngineOptions::default().max_samples,
+            mesh: None,
+            missing: Arc::default(),
         }
+    }
+
+    /// This source reading the nodes of `scope` through `mesh`, with its own list of
+    /// missing nodes (one per query).
+    pub fn over(&self, mesh: Arc<crate::mesh::MeshQuery>, scope: crate::mesh::Scope) -> Self {
+        Self {
+            mesh: Some((mesh, scope)),
+            missing: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The nodes that did not answer a statement of this source so far, sorted.
+    pub fn missing(&self) -> Vec<String> {
+        self.missing.lock().iter().cloned().collect()
     }
 
     /// This source, building at most `max_samples` per selection (the query's limit).
@@ -253,7 +281,16 @@ impl PromSource {
 
     /// Runs one statement, within `deadline`.
     async fn run(&self, sql: &str, deadline: Option<Instant>) -> Result<Vec<RecordBatch>, Error> {
-        let query = self.engine.sql(sql);
+        let query = async {
+            match &self.mesh {
+                None => self.engine.sql(sql).await,
+                Some((mesh, scope)) => {
+                    let answer = mesh.sql(sql, scope.clone(), false).await?;
+                    self.missing.lock().extend(answer.missing);
+                    Ok(answer.output)
+                }
+            }
+        };
         let result = match deadline {
             Some(deadline) => {
                 match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), query).await

@@ -132,7 +132,13 @@ fn write_points(node: &NodeApi, i: usize) {
     let body: String = points(i)
         .iter()
         .enumerate()
-        .map(|(k, (service, v))| format!("svc_{service},k={k} value={v} {}\n", now - 60 + k as u64))
+        .map(|(k, (service, v))| {
+            format!(
+                "svc_{service},host=n{},k={k} value={v} {}\n",
+                i + 1,
+                now - 60 + k as u64
+            )
+        })
         .collect();
     let resp = reqwest::blocking::Client::new()
         .post(format!("{}/api/v2/write?precision=s", node.base))
@@ -198,6 +204,49 @@ fn by_service(body: &Value) -> Vec<(String, f64, i64)> {
         .collect()
 }
 
+/// How many `cart` points the nodes hold.
+fn carts(nodes: &[usize]) -> f64 {
+    nodes
+        .iter()
+        .map(|&i| points(i).iter().filter(|(s, _)| *s == "cart").count())
+        .sum::<usize>() as f64
+}
+
+/// PromQL's count of `cart` points at `scope` (the node's default when `None`): the value
+/// and the response's warnings.
+fn promql_carts(node: &NodeApi, scope: Option<&str>) -> (f64, Vec<String>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut params = vec![
+        ("query", "sum(count_over_time(svc_cart_value[10m]))"),
+        ("time", now.as_str()),
+    ];
+    if let Some(scope) = scope {
+        params.push(("scope", scope));
+    }
+    let body: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/prom/api/v1/query", node.base))
+        .query(&params)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(body["status"], "success", "{body}");
+    let value = body["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .parse()
+        .unwrap();
+    let warnings = body["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|w| w.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    (value, warnings)
+}
+
 fn served(mesh: &Mesh) -> Vec<f64> {
     mesh.nodes
         .iter()
@@ -214,7 +263,8 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     }
     let all: Vec<usize> = (0..6).collect();
 
-    // every node's own shard holds only its rows
+    // every node's own shard holds only its rows (each writer tags its points with its host,
+    // as Telegraf does: series with the same labels on two nodes would be one series)
     for (i, node) in mesh.nodes.iter().enumerate() {
         let (code, body) = node.sql_scoped(BY_REGION, "node", false);
         assert_eq!(code, 200, "{body}");
@@ -323,6 +373,20 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     assert_eq!(adbc(None), expected_by_region(&[0, 1, 2]));
     assert_eq!(adbc(Some("region:r2")), expected_by_region(&[3, 4, 5]));
 
+    // PromQL reads the same scopes (a `scope` parameter, else the node's default)
+    assert_eq!(
+        promql_carts(&mesh.nodes[0], Some("global")),
+        (carts(&all), vec![])
+    );
+    assert_eq!(
+        promql_carts(&mesh.nodes[0], None),
+        (carts(&[0, 1, 2]), vec![])
+    );
+    assert_eq!(
+        promql_carts(&mesh.nodes[4], None),
+        (carts(&[3, 4, 5]), vec![])
+    );
+
     // kill -9 one r2 node: partial, named; strict fails naming it alone; restart makes it
     // whole
     mesh.script(&["kill", "n5"]);
@@ -337,6 +401,14 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     assert!(
         body["error"].as_str().unwrap().ends_with("(strict): n5"),
         "{body}"
+    );
+    // PromQL answers what the others hold and warns, as Prometheus' API does
+    let (value, warnings) = promql_carts(&mesh.nodes[0], Some("global"));
+    assert_eq!(value, carts(&without));
+    assert_eq!(
+        warnings,
+        ["partial answer: no data from node(s) n5"],
+        "{warnings:?}"
     );
     // from inside the same region, too (asked directly, not through a merger)
     let (code, body) = mesh.nodes[3].sql_scoped(BY_SERVICE, "region", false);

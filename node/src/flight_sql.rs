@@ -212,14 +212,20 @@ impl FlightSql {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Response<DoGetStream>, Status> {
         let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-        let scope = match header("x-flowmesh-scope") {
-            Some(s) => crate::mesh::Scope::parse(s).map_err(|e| self.status_of(e))?,
-            None => self.default_scope.clone(),
+        // the statement's own `SET flowmesh.…;` settings, then the headers, then the default
+        let (settings, statement) =
+            crate::mesh::statement_settings(&sql).map_err(|e| self.status_of(e))?;
+        let sql = statement.to_string();
+        let scope = match (settings.scope, header("x-flowmesh-scope")) {
+            (Some(scope), _) => scope,
+            (None, Some(s)) => crate::mesh::Scope::parse(s).map_err(|e| self.status_of(e))?,
+            (None, None) => self.default_scope.clone(),
         };
-        let strict = match header("x-flowmesh-strict") {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
+        let strict = match (settings.strict, header("x-flowmesh-strict")) {
+            (Some(strict), _) => strict,
+            (None, None | Some("false")) => false,
+            (None, Some("true")) => true,
+            (None, Some(other)) => {
                 return Err(Status::invalid_argument(format!(
                     "x-flowmesh-strict: {other:?} is not true or false"
                 )));
@@ -263,10 +269,15 @@ impl FlightSql {
         .map_err(|e| self.status_of(e))
     }
 
+    /// The shape of the statement `sql` runs (after its `SET flowmesh.…;` settings).
     async fn describe(
         &self,
         sql: String,
     ) -> Result<flowmesh_query_planner::StatementShape, Status> {
+        let sql = crate::mesh::statement_settings(&sql)
+            .map_err(|e| self.status_of(e))?
+            .1
+            .to_string();
         let engine = Arc::clone(&self.engine);
         on_query_runtime(
             &self.query_runtime,

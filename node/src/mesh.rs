@@ -86,6 +86,85 @@ impl Scope {
     }
 }
 
+/// What a request's leading `SET flowmesh.scope = '…';` / `SET flowmesh.strict = true;`
+/// statements chose for the one statement after them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StatementSettings {
+    pub scope: Option<Scope>,
+    pub strict: Option<bool>,
+}
+
+/// Splits leading flowmesh settings off `sql`: `SET flowmesh.scope = 'global'; SELECT …`
+/// (`=` or `TO`, the value quoted or not) sets the scope of that `SELECT` only, as the
+/// `scope` parameter or header would. Other settings, or settings with no statement after
+/// them, are errors.
+pub fn statement_settings(sql: &str) -> Result<(StatementSettings, &str), QueryError> {
+    let mut settings = StatementSettings::default();
+    let mut rest = sql.trim_start();
+    while rest.len() >= 4 && rest[..4].eq_ignore_ascii_case("set ") {
+        // the SET ends at the first `;` outside quotes
+        let mut quoted = false;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                if c == '\'' {
+                    quoted = !quoted;
+                }
+                c == ';' && !quoted
+            })
+            .map(|(i, _)| i)
+            .ok_or_else(|| {
+                QueryError::Invalid(
+                    "SET flowmesh.… applies to the statement after it, in the same request: \
+                     `SET flowmesh.scope = 'global'; SELECT …`"
+                        .into(),
+                )
+            })?;
+        let body = rest[4..end].trim();
+        let (name, value) = body
+            .split_once('=')
+            .or_else(|| {
+                let lower = body.to_ascii_lowercase();
+                lower.find(" to ").map(|i| (&body[..i], &body[i + 4..]))
+            })
+            .ok_or_else(|| QueryError::Invalid(format!("SET {body}: expected SET name = value")))?;
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim();
+        let value = value
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .unwrap_or(value);
+        match name.as_str() {
+            "flowmesh.scope" => settings.scope = Some(Scope::parse(value)?),
+            "flowmesh.strict" => {
+                settings.strict = Some(match value.to_ascii_lowercase().as_str() {
+                    "true" | "on" => true,
+                    "false" | "off" => false,
+                    other => {
+                        return Err(QueryError::Invalid(format!(
+                            "SET flowmesh.strict: {other:?} is not true or false"
+                        )));
+                    }
+                })
+            }
+            other => {
+                return Err(QueryError::Invalid(format!(
+                    "SET {other}: the settings are flowmesh.scope and flowmesh.strict"
+                )));
+            }
+        }
+        rest = rest[end + 1..].trim_start();
+    }
+    if rest.is_empty() && settings != StatementSettings::default() {
+        return Err(QueryError::Invalid(
+            "SET flowmesh.… applies to the statement after it, in the same request: \
+             `SET flowmesh.scope = 'global'; SELECT …`"
+                .into(),
+        ));
+    }
+    Ok((settings, rest))
+}
+
 /// A peer's request: run `sql` for `scope` (`node`: its shard; a region: merged over it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PeerTicket {
@@ -897,6 +976,39 @@ mod tests {
         );
         for bad in ["", "world", "region:"] {
             assert!(Scope::parse(bad).unwrap_err().is_client_error(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn leading_settings_choose_the_scope_of_the_statement_after_them() {
+        let (s, sql) = statement_settings("SELECT 1").unwrap();
+        assert_eq!((s, sql), (StatementSettings::default(), "SELECT 1"));
+        let (s, sql) =
+            statement_settings("  set flowmesh.scope = 'global';\nSELECT ';' AS x").unwrap();
+        assert_eq!(s.scope, Some(Scope::Global));
+        assert_eq!(s.strict, None);
+        assert_eq!(sql, "SELECT ';' AS x");
+        let (s, sql) = statement_settings(
+            "SET flowmesh.scope TO region:eu; SET FLOWMESH.STRICT = on; SELECT 2",
+        )
+        .unwrap();
+        assert_eq!(s.scope, Some(Scope::Region(Some("eu".into()))));
+        assert_eq!(s.strict, Some(true));
+        assert_eq!(sql, "SELECT 2");
+        for (bad, says) in [
+            ("SET flowmesh.scope = 'global'", "statement after it"),
+            ("SET flowmesh.scope = 'global';", "statement after it"),
+            (
+                "SET datafusion.x = 1; SELECT 1",
+                "flowmesh.scope and flowmesh.strict",
+            ),
+            ("SET flowmesh.scope = 'world'; SELECT 1", "unknown scope"),
+            ("SET flowmesh.strict = maybe; SELECT 1", "not true or false"),
+            ("SET flowmesh.scope; SELECT 1", "expected SET name = value"),
+        ] {
+            let e = statement_settings(bad).unwrap_err();
+            assert!(e.is_client_error(), "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
         }
     }
 }

@@ -157,21 +157,27 @@ async fn run_sql(
     if sql.trim().is_empty() {
         return error_response(StatusCode::BAD_REQUEST, "empty SQL statement");
     }
-    let scope = match params.scope.as_deref() {
-        Some(s) => match crate::mesh::Scope::parse(s) {
+    // the statement's own `SET flowmesh.…;` settings, then the parameters, then the default
+    let (settings, sql) = match crate::mesh::statement_settings(&sql) {
+        Ok(split) => split,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let scope = match (settings.scope, params.scope.as_deref()) {
+        (Some(scope), _) => scope,
+        (None, Some(s)) => match crate::mesh::Scope::parse(s) {
             Ok(scope) => scope,
             Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
         },
-        None => state.default_scope.clone(),
+        (None, None) => state.default_scope.clone(),
     };
-    let strict = params.strict.unwrap_or(false);
+    let strict = settings.strict.or(params.strict).unwrap_or(false);
     state
         .metrics
         .http
         .sql_queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let result = state.mesh.sql(&sql, scope, strict).await;
+    let result = state.mesh.sql(sql, scope, strict).await;
     let answer = match result {
         Ok(answer) => answer,
         Err(e) => {

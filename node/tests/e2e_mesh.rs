@@ -339,7 +339,7 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
 
     // Flight SQL clients choose the scope with a header (ADBC: a call header option);
     // without it, the node's default scope (its region)
-    let adbc = |header: Option<&str>| -> Vec<(String, i64)> {
+    let adbc = |header: Option<&str>, settings: &str| -> Vec<(String, i64)> {
         let kwargs = header
             .map(|h| format!("'adbc.flight.sql.rpc.call_header.x-flowmesh-scope': '{h}'"))
             .unwrap_or_default();
@@ -349,7 +349,7 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
                 "import adbc_driver_flightsql.dbapi as d, json\n\
                  c = d.connect('grpc://{host}:20417', db_kwargs={{{kwargs}}})\n\
                  cur = c.cursor()\n\
-                 cur.execute(\"{BY_REGION}\")\n\
+                 cur.execute(\"{settings}{BY_REGION}\")\n\
                  print(json.dumps([list(r) for r in cur.fetchall()]))\n\
                  cur.close(); c.close()\n",
                 host = mesh.nodes[0]
@@ -369,9 +369,15 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
         let rows: Vec<(String, i64)> = serde_json::from_slice(&out.stdout).unwrap();
         rows
     };
-    assert_eq!(adbc(Some("global")), expected_by_region(&all));
-    assert_eq!(adbc(None), expected_by_region(&[0, 1, 2]));
-    assert_eq!(adbc(Some("region:r2")), expected_by_region(&[3, 4, 5]));
+    assert_eq!(adbc(Some("global"), ""), expected_by_region(&all));
+    assert_eq!(adbc(None, ""), expected_by_region(&[0, 1, 2]));
+    assert_eq!(adbc(Some("region:r2"), ""), expected_by_region(&[3, 4, 5]));
+    // or with a setting in the SQL itself, for clients that cannot add headers; over HTTP too
+    let global = "SET flowmesh.scope = 'global'; ";
+    assert_eq!(adbc(None, global), expected_by_region(&all));
+    let (code, body) = mesh.nodes[0].sql_raw(&format!("{global}{BY_REGION}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(by_region(&body), expected_by_region(&all));
 
     // PromQL reads the same scopes (a `scope` parameter, else the node's default)
     assert_eq!(

@@ -101,7 +101,10 @@ pub struct StatementSettings {
 pub fn statement_settings(sql: &str) -> Result<(StatementSettings, &str), QueryError> {
     let mut settings = StatementSettings::default();
     let mut rest = sql.trim_start();
-    while rest.len() >= 4 && rest[..4].eq_ignore_ascii_case("set ") {
+    while rest
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("set "))
+    {
         // the SET ends at the first `;` outside quotes
         let mut quoted = false;
         let end = rest
@@ -983,6 +986,10 @@ mod tests {
     fn leading_settings_choose_the_scope_of_the_statement_after_them() {
         let (s, sql) = statement_settings("SELECT 1").unwrap();
         assert_eq!((s, sql), (StatementSettings::default(), "SELECT 1"));
+        // text that is not a SET, multi-byte at the start included, passes through whole
+        for other in ["é€ SELECT 1", "sé", "se", "SETTINGS", ""] {
+            assert_eq!(statement_settings(other).unwrap().1, other.trim_start());
+        }
         let (s, sql) =
             statement_settings("  set flowmesh.scope = 'global';\nSELECT ';' AS x").unwrap();
         assert_eq!(s.scope, Some(Scope::Global));
@@ -995,6 +1002,32 @@ mod tests {
         assert_eq!(s.scope, Some(Scope::Region(Some("eu".into()))));
         assert_eq!(s.strict, Some(true));
         assert_eq!(sql, "SELECT 2");
+        // no input panics: every string of up to five of these pieces
+        let pieces = [
+            "set ",
+            "SET ",
+            "flowmesh.scope",
+            "flowmesh.strict",
+            "=",
+            " to ",
+            "'",
+            ";",
+            "é",
+            "€",
+            "global",
+            "true",
+            " ",
+        ];
+        let mut texts = vec![String::new()];
+        for _ in 0..5 {
+            texts = texts
+                .iter()
+                .flat_map(|t| pieces.iter().map(move |p| format!("{t}{p}")))
+                .collect();
+            for t in &texts {
+                let _ = statement_settings(t);
+            }
+        }
         for (bad, says) in [
             ("SET flowmesh.scope = 'global'", "statement after it"),
             ("SET flowmesh.scope = 'global';", "statement after it"),

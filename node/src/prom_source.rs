@@ -32,9 +32,10 @@
 //!
 //! Over a mesh ([`PromSource::over`]), each statement runs at a scope through the node's
 //! [`MeshQuery`](crate::mesh::MeshQuery): the filters run on the nodes that hold the rows,
-//! the RED counts are summed there as partials, and the series of every node meet here. A
-//! RED series is then the mesh's total for its key; remote_write and Influx series are the
-//! union of what each node holds. Nodes that did not answer are collected
+//! and the matching rows of every node meet here (the statements' `array_agg` and
+//! `FILTER` aggregates do not split into partials, so rows travel). A RED series is then
+//! the mesh's total for its key; remote_write and Influx series are the union of what each
+//! node holds. Nodes that did not answer are collected
 //! ([`PromSource::missing`]) for the API's warnings.
 
 use std::{

@@ -212,25 +212,22 @@ impl FlightSql {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Response<DoGetStream>, Status> {
         let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-        // the statement's own `SET flowmesh.…;` settings, then the headers, then the default
-        let (settings, statement) =
-            crate::mesh::statement_settings(&sql).map_err(|e| self.status_of(e))?;
-        let sql = statement.to_string();
-        let scope = match (settings.scope, header("x-flowmesh-scope")) {
-            (Some(scope), _) => scope,
-            (None, Some(s)) => crate::mesh::Scope::parse(s).map_err(|e| self.status_of(e))?,
-            (None, None) => self.default_scope.clone(),
-        };
-        let strict = match (settings.strict, header("x-flowmesh-strict")) {
-            (Some(strict), _) => strict,
-            (None, None | Some("false")) => false,
-            (None, Some("true")) => true,
-            (None, Some(other)) => {
+        let strict = match header("x-flowmesh-strict") {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
                 return Err(Status::invalid_argument(format!(
                     "x-flowmesh-strict: {other:?} is not true or false"
                 )));
             }
         };
+        let (settings, statement) =
+            crate::mesh::statement_settings(&sql).map_err(|e| self.status_of(e))?;
+        let (scope, strict) = settings
+            .resolve(header("x-flowmesh-scope"), strict, &self.default_scope)
+            .map_err(|e| self.status_of(e))?;
+        let sql = statement.to_string();
         let Some(mesh) = self.mesh.get().filter(|_| params.is_empty()) else {
             let out = self.run(sql, params).await?;
             return Ok(stream_batches(out.schema, out.batches));

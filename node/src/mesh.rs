@@ -94,6 +94,24 @@ pub struct StatementSettings {
     pub strict: Option<bool>,
 }
 
+impl StatementSettings {
+    /// The scope and strictness a statement runs at: its own settings, else the request's
+    /// (`scope` as text, from a parameter or header), else `default` and not strict.
+    pub fn resolve(
+        self,
+        scope: Option<&str>,
+        strict: Option<bool>,
+        default: &Scope,
+    ) -> Result<(Scope, bool), QueryError> {
+        let scope = match (self.scope, scope) {
+            (Some(scope), _) => scope,
+            (None, Some(s)) => Scope::parse(s)?,
+            (None, None) => default.clone(),
+        };
+        Ok((scope, self.strict.or(strict).unwrap_or(false)))
+    }
+}
+
 /// Splits leading flowmesh settings off `sql`: `SET flowmesh.scope = 'global'; SELECT …`
 /// (`=` or `TO`, the value quoted or not) sets the scope of that `SELECT` only, as the
 /// `scope` parameter or header would. Other settings, or settings with no statement after

@@ -157,20 +157,15 @@ async fn run_sql(
     if sql.trim().is_empty() {
         return error_response(StatusCode::BAD_REQUEST, "empty SQL statement");
     }
-    // the statement's own `SET flowmesh.…;` settings, then the parameters, then the default
-    let (settings, sql) = match crate::mesh::statement_settings(&sql) {
-        Ok(split) => split,
+    let resolved = crate::mesh::statement_settings(&sql).and_then(|(settings, sql)| {
+        let (scope, strict) =
+            settings.resolve(params.scope.as_deref(), params.strict, &state.default_scope)?;
+        Ok((sql, scope, strict))
+    });
+    let (sql, scope, strict) = match resolved {
+        Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let scope = match (settings.scope, params.scope.as_deref()) {
-        (Some(scope), _) => scope,
-        (None, Some(s)) => match crate::mesh::Scope::parse(s) {
-            Ok(scope) => scope,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
-        },
-        (None, None) => state.default_scope.clone(),
-    };
-    let strict = settings.strict.or(params.strict).unwrap_or(false);
     state
         .metrics
         .http

@@ -11,10 +11,11 @@ mod common;
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
 
-use common::{NodeApi, wait_for};
+use common::{NodeApi, run_ok, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "mesh-e2e-token";
+const MESH_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mesh.sh");
 const REGIONS: [&str; 2] = ["r1", "r2"];
 const SERVICES: [&str; 3] = ["cart", "user", "db"];
 
@@ -35,19 +36,7 @@ struct Mesh {
 
 impl Mesh {
     fn script(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mesh.sh"))
-            .args(args)
-            .arg("--dir")
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mesh.sh {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        run_ok(Command::new(MESH_SH).args(args).arg("--dir").arg(&self.dir))
     }
 
     fn up() -> Self {
@@ -98,7 +87,7 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mesh.sh"))
+        let _ = Command::new(MESH_SH)
             .arg("down")
             .arg("--dir")
             .arg(&self.dir)
@@ -254,6 +243,18 @@ fn served(mesh: &Mesh) -> Vec<f64> {
         .collect()
 }
 
+/// Runs `query`; returns what it returned and the fragments each node served meanwhile.
+fn served_during<T>(mesh: &Mesh, query: impl FnOnce() -> T) -> (T, Vec<f64>) {
+    let before = served(mesh);
+    let out = query();
+    let delta = served(mesh)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    (out, delta)
+}
+
 #[test]
 fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     common::require(&["python3", "ip", "curl"]);
@@ -303,12 +304,11 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
 
     // the default scope is the entry node's region; its other nodes serve, the other
     // region's nodes are not touched
-    let before = served(&mesh);
-    let (code, body) = mesh.nodes[0].sql_scoped(BY_REGION, "region", false);
+    let ((code, body), delta) = served_during(&mesh, || {
+        mesh.nodes[0].sql_scoped(BY_REGION, "region", false)
+    });
     assert_eq!(code, 200, "{body}");
     assert_eq!(by_region(&body), expected_by_region(&[0, 1, 2]));
-    let after = served(&mesh);
-    let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(
         delta,
         [0.0, 1.0, 1.0, 0.0, 0.0, 0.0],
@@ -316,12 +316,11 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     );
 
     // a region filter chooses the region, from a node outside it
-    let before = served(&mesh);
-    let r2 = mesh.nodes[0].sql("SELECT count(*) FROM ext_metrics.metrics WHERE region = 'r2'");
+    let (r2, delta) = served_during(&mesh, || {
+        mesh.nodes[0].sql("SELECT count(*) FROM ext_metrics.metrics WHERE region = 'r2'")
+    });
     let r2_rows: i64 = (3..6).map(|i| points(i).len() as i64).sum();
     assert_eq!(r2[0][0].as_i64().unwrap(), r2_rows);
-    let after = served(&mesh);
-    let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     // r1 is not asked; r2's merger (n4) is asked once and asks n5 and n6 once each
     assert_eq!(
         delta,
@@ -343,9 +342,7 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
         let kwargs = header
             .map(|h| format!("'adbc.flight.sql.rpc.call_header.x-flowmesh-scope': '{h}'"))
             .unwrap_or_default();
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(format!(
+        let out = run_ok(Command::new("python3").arg("-c").arg(format!(
                 "import adbc_driver_flightsql.dbapi as d, json\n\
                  c = d.connect('grpc://{host}:20417', db_kwargs={{{kwargs}}})\n\
                  cur = c.cursor()\n\
@@ -358,14 +355,7 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
                     .split(':')
                     .next()
                     .unwrap(),
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            )));
         let rows: Vec<(String, i64)> = serde_json::from_slice(&out.stdout).unwrap();
         rows
     };
@@ -439,15 +429,10 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     // the peer port speaks mutual TLS only: a client without a certificate of the mesh's
     // CA is refused (and counted); with one, a wrong cluster token is still refused
     let pki = mesh.dir.join("pki");
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/certs.sh"))
-        .arg(&pki)
-        .arg("tool=127.0.0.1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/certs.sh"))
+            .arg(&pki)
+            .arg("tool=127.0.0.1"),
     );
     let addr = mesh.nodes[1].status()["mesh"]["nodes"]
         .as_array()

@@ -33,6 +33,21 @@ pub fn require(programs: &[&str]) {
     );
 }
 
+/// Runs `cmd` to its end; fails the test with its output unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -45,6 +45,8 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set from user space before load (EbpfLoader::override_global). */
 const volatile __u32 fm_exclude_tgid = 0;
 const volatile __u32 fm_payload_cap = 1024;
+/* Inode number of the only network namespace whose sockets are traced; 0: all. */
+const volatile __u32 fm_netns_ino = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -144,6 +146,41 @@ struct {
 	__type(value, struct fm_tls_conn);
 } tls_conns SEC(".maps");
 
+/*
+ * Syscall trace ids (AutoTracing): which requests a thread makes on behalf of the
+ * request it is serving. Per thread:
+ * - reading from a socket starts a trace (a fresh id, that socket its origin) unless the
+ *   read continues the request (the origin, before any write to it) or is a reply on a
+ *   socket the thread wrote to during the trace;
+ * - writing to another socket while the trace is open is a request made on its behalf:
+ *   it carries the id and the socket is remembered (up to FM_TRACE_DOWNSTREAM of them);
+ * - writing to the origin is the response: it carries the id and closes the trace, so
+ *   later writes elsewhere carry none and the next read starts a new trace.
+ * A thread that serves one request at a time (or a worker that finishes each before the
+ * next) links its server and client sessions this way; requests handed to other threads
+ * or interleaved on one thread are not linked (user space falls back to TCP sequence
+ * numbers and header ids). Ids are unique per node: the ktime of the first read, shifted,
+ * with the CPU in the low bits.
+ */
+#define FM_TRACE_DOWNSTREAM 4
+
+struct fm_trace_ctx {
+	__u64 id;
+	__u64 origin_sk;
+	__u64 down_sk[FM_TRACE_DOWNSTREAM];
+	__u8 n_down;
+	__u8 responded;
+	__u8 _pad[6];
+};
+
+/* LRU so that contexts of exited threads age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct fm_trace_ctx);
+} trace_ctx SEC(".maps");
+
 /* TLS plaintext that was dropped because its socket could not be identified. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -192,6 +229,8 @@ static __always_inline struct sock *fm_fd_to_sock(__u64 fd_arg, __u8 *l4_proto)
 		return NULL;
 	proto = BPF_CORE_READ(sk, sk_protocol);
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return NULL;
+	if (fm_netns_ino && BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != fm_netns_ino)
 		return NULL;
 	*l4_proto = (__u8)proto;
 	return sk;
@@ -338,6 +377,58 @@ static __always_inline __u32 fm_copy_iov(__u8 *dst, __u64 uiov, __u32 iov_count,
 	return off;
 }
 
+/* The syscall trace id a data syscall of this thread on `sk` carries (see trace_ctx). */
+static __always_inline __u64 fm_trace_step(__u64 pid_tgid, __u64 sk, __u8 direction, __u64 now)
+{
+	struct fm_trace_ctx *c = bpf_map_lookup_elem(&trace_ctx, &pid_tgid);
+	struct fm_trace_ctx fresh = {};
+
+	if (direction == FM_DIR_INGRESS) {
+		if (c && c->id) {
+			if (sk == c->origin_sk && !c->responded)
+				return c->id;
+			if (sk != c->origin_sk) {
+#pragma unroll
+				for (int i = 0; i < FM_TRACE_DOWNSTREAM; i++) {
+					if (i < c->n_down && c->down_sk[i] == sk)
+						return c->id;
+				}
+			}
+		}
+		fresh.id = (now << 8) | (bpf_get_smp_processor_id() & 0xff);
+		fresh.origin_sk = sk;
+		bpf_map_update_elem(&trace_ctx, &pid_tgid, &fresh, BPF_ANY);
+		return fresh.id;
+	}
+	if (!c || !c->id)
+		return 0;
+	if (sk == c->origin_sk) {
+		c->responded = 1;
+		return c->id;
+	}
+	if (c->responded)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < FM_TRACE_DOWNSTREAM; i++) {
+		if (i < c->n_down && c->down_sk[i] == sk)
+			return c->id;
+	}
+	if (c->n_down < FM_TRACE_DOWNSTREAM) {
+		c->down_sk[c->n_down & (FM_TRACE_DOWNSTREAM - 1)] = sk;
+		c->n_down++;
+	}
+	return c->id;
+}
+
+/* The id of the thread's open or last trace, without changing it (TLS plaintext: the
+ * syscalls inside the OpenSSL call have already moved the context). */
+static __always_inline __u64 fm_trace_current(__u64 pid_tgid)
+{
+	struct fm_trace_ctx *c = bpf_map_lookup_elem(&trace_ctx, &pid_tgid);
+
+	return c ? c->id : 0;
+}
+
 /* Inside an OpenSSL call, the first traced data syscall names the call's socket. */
 static __always_inline void fm_tls_note_socket(__u64 pid_tgid, struct sock *sk, __s64 fd)
 {
@@ -401,6 +492,7 @@ static __always_inline int fm_exit_data(long ret, __u8 syscall, __u8 direction)
 	e = &s->hdr;
 	e->byte_count = (__u32)ret;
 	e->tcp_seq = a->tcp_seq;
+	e->syscall_trace_id = fm_trace_step(pid_tgid, a->sk, direction, e->exit_ns);
 	if (a->l4_proto == IPPROTO_UDP && e->remote_port == 0 && a->addr)
 		fm_peer_from_sockaddr(e, a->addr);
 
@@ -550,12 +642,14 @@ static __always_inline int fm_exit_mmsg(long ret, __u8 syscall, __u8 direction)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct fm_active *a = bpf_map_lookup_elem(&active, &pid_tgid);
 	__u32 seq;
+	__u64 trace_id;
 
 	if (!a)
 		return 0;
 	if (a->syscall != syscall || ret <= 0)
 		goto out;
 	seq = a->tcp_seq;
+	trace_id = fm_trace_step(pid_tgid, a->sk, direction, bpf_ktime_get_ns());
 	for (int i = 0; i < FM_MAX_MMSG; i++) {
 		struct mmsghdr m = {};
 		struct fm_scratch *s;
@@ -573,6 +667,7 @@ static __always_inline int fm_exit_mmsg(long ret, __u8 syscall, __u8 direction)
 			break;
 		e = &s->hdr;
 		e->byte_count = m.msg_len;
+		e->syscall_trace_id = trace_id;
 		e->tcp_seq = a->l4_proto == IPPROTO_TCP ? seq : 0;
 		seq += m.msg_len;
 		if (a->l4_proto == IPPROTO_UDP && e->remote_port == 0 && m.msg_hdr.msg_name)
@@ -854,6 +949,7 @@ static __always_inline int fm_tls_exit(long ret, __u8 fn, __u8 direction)
 		goto out;
 	e = &s->hdr;
 	e->flags = FM_FLAG_TLS;
+	e->syscall_trace_id = fm_trace_current(pid_tgid);
 	e->byte_count = count > 0xffffffffULL ? 0xffffffffU : (__u32)count;
 	want = fm_payload_cap_clamped();
 	if (count < want)

@@ -55,7 +55,7 @@ enum fm_syscall {
 #define FM_FLAG_TLS 1
 
 /*
- * No interior padding: sizeof is 112 (106 bytes of fields, then 6 bytes of
+ * No interior padding: sizeof is 120 (114 bytes of fields, then 6 bytes of
  * trailing padding to the 8-byte alignment of the __u64 fields; the kernel
  * zeroes them).
  */
@@ -63,6 +63,8 @@ struct fm_socket_event {
 	__u64 enter_ns;    /* bpf_ktime_get_ns() at syscall entry (CLOCK_MONOTONIC) */
 	__u64 exit_ns;     /* bpf_ktime_get_ns() at syscall exit */
 	__u64 sock_id;     /* kernel address of the struct sock: unique while the socket lives */
+	__u64 syscall_trace_id; /* DATA: the thread's syscall trace id (see trace_ctx in
+				 * socket_trace.bpf.c), 0 for none; else 0 */
 	__u32 tgid;
 	__u32 tid;
 	__s32 fd;

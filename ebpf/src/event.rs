@@ -42,6 +42,12 @@ pub struct SocketEventHeader {
     pub exit_ns: u64,
     /// Kernel address of the `struct sock`: unique while the socket lives.
     pub sock_id: u64,
+    /// Data events: the thread's syscall trace id, 0 for none. A thread's read from a
+    /// socket starts a trace unless it continues the request or is a reply to a request
+    /// the thread sent during the trace; the thread's writes to other sockets carry the
+    /// id until it writes to the socket the trace started on (the response). Unique
+    /// within one kernel boot. Always 0 for other kinds.
+    pub syscall_trace_id: u64,
     /// Process id (thread-group id).
     pub tgid: u32,
     /// Thread id.
@@ -297,6 +303,10 @@ pub(crate) fn encode(h: &SocketEventHeader) -> Vec<u8> {
         offset_of!(SocketEventHeader, sock_id),
         &h.sock_id.to_ne_bytes(),
     );
+    put(
+        offset_of!(SocketEventHeader, syscall_trace_id),
+        &h.syscall_trace_id.to_ne_bytes(),
+    );
     put(offset_of!(SocketEventHeader, tgid), &h.tgid.to_ne_bytes());
     put(offset_of!(SocketEventHeader, tid), &h.tid.to_ne_bytes());
     put(offset_of!(SocketEventHeader, fd), &h.fd.to_ne_bytes());
@@ -341,6 +351,7 @@ mod tests {
             enter_ns: 1_000_000_007,
             exit_ns: 1_000_000_900,
             sock_id: 0xffff_8880_1234_5678,
+            syscall_trace_id: 0x0123_4567_89ab_cdef,
             tgid: 4242,
             tid: 4243,
             fd: -3,

@@ -72,6 +72,7 @@ const LOST_EVENTS_MAP: &str = "lost_events";
 const TLS_UNATTRIBUTED_MAP: &str = "tls_unattributed";
 const EXCLUDE_TGID_GLOBAL: &str = "fm_exclude_tgid";
 const PAYLOAD_CAP_GLOBAL: &str = "fm_payload_cap";
+const NETNS_GLOBAL: &str = "fm_netns_ino";
 
 /// Largest ring buffer accepted; larger requests are clamped to it.
 pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
@@ -88,6 +89,9 @@ pub struct TracerConfig {
     /// Process whose I/O is never captured: the agent itself, or its own sends of
     /// captured data would be captured again. Default: this process.
     pub exclude_tgid: u32,
+    /// Inode number of the only network namespace whose sockets are traced (as
+    /// `stat -L /proc/<pid>/ns/net` shows it); 0, the default, traces every namespace.
+    pub netns_inode: u32,
 }
 
 impl Default for TracerConfig {
@@ -96,6 +100,7 @@ impl Default for TracerConfig {
             payload_cap: 1024,
             ring_buffer_bytes: 32 << 20,
             exclude_tgid: std::process::id(),
+            netns_inode: 0,
         }
     }
 }
@@ -115,6 +120,7 @@ impl TracerConfig {
             payload_cap: self.payload_cap.min(MAX_PAYLOAD),
             ring_buffer_bytes: ring,
             exclude_tgid: self.exclude_tgid,
+            netns_inode: self.netns_inode,
         }
     }
 }
@@ -195,6 +201,7 @@ impl SocketTracer {
         let mut ebpf = EbpfLoader::new()
             .override_global(EXCLUDE_TGID_GLOBAL, &config.exclude_tgid, true)
             .override_global(PAYLOAD_CAP_GLOBAL, &config.payload_cap, true)
+            .override_global(NETNS_GLOBAL, &config.netns_inode, true)
             .map_max_entries(EVENTS_MAP, config.ring_buffer_bytes)
             .load(&SOCKET_TRACE_OBJECT.bytes)
             .map_err(|source| {
@@ -706,16 +713,19 @@ mod tests {
             payload_cap: 100_000,
             ring_buffer_bytes: 3 * 1024 * 1024 + 1,
             exclude_tgid: 7,
+            netns_inode: 4_026_531_840,
         }
         .effective();
         assert_eq!(config.payload_cap, MAX_PAYLOAD);
         assert_eq!(config.ring_buffer_bytes, 4 * 1024 * 1024);
         assert_eq!(config.exclude_tgid, 7);
+        assert_eq!(config.netns_inode, 4_026_531_840);
 
         let tiny = TracerConfig {
             payload_cap: 0,
             ring_buffer_bytes: 1,
             exclude_tgid: 0,
+            netns_inode: 0,
         }
         .effective();
         assert_eq!(tiny.payload_cap, 0);

@@ -19,6 +19,7 @@ fn rust_fields() -> Vec<(&'static str, usize, usize)> {
         enter_ns: u64,
         exit_ns: u64,
         sock_id: u64,
+        syscall_trace_id: u64,
         tgid: u32,
         tid: u32,
         fd: i32,

@@ -71,6 +71,11 @@ impl CaptureRunner {
             payload_cap: config.payload_cap_bytes,
             ring_buffer_bytes: config.ring_buffer_bytes,
             exclude_tgid: std::process::id(),
+            netns_inode: if config.own_netns_only {
+                own_netns_inode()?
+            } else {
+                0
+            },
         })?;
         let processor = CaptureProcessor::new(
             ProcessorConfig {
@@ -102,6 +107,22 @@ impl CaptureRunner {
             let _ = t.join();
         }
     }
+}
+
+/// The inode number of this process's network namespace.
+fn own_netns_inode() -> Result<u32, NodeError> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata("/proc/self/ns/net")
+        .map_err(|source| NodeError::Io {
+            action: "stat /proc/self/ns/net (capture.own_netns_only)",
+            source,
+        })?
+        .ino();
+    // namespace inodes come from the kernel's 32-bit proc inode allocator
+    u32::try_from(inode).map_err(|_| NodeError::Io {
+        action: "use /proc/self/ns/net (capture.own_netns_only)",
+        source: std::io::Error::other(format!("inode {inode} is wider than 32 bits")),
+    })
 }
 
 fn unix_ns(mono_ns: u64, offset: i128) -> u64 {
@@ -139,6 +160,7 @@ pub fn view<'a>(ev: &SocketEvent<'a>, comm: &'a str, offset: i128) -> Option<Soc
         sock_id: h.sock_id,
         tgid: h.tgid,
         tid: h.tid,
+        syscall_trace_id: h.syscall_trace_id,
         byte_count: h.byte_count,
         // plaintext from the TLS uprobes has no TCP sequence of its own
         tcp_seq: if transport == Transport::Tcp && !h.is_tls() {

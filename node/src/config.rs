@@ -93,6 +93,12 @@ pub struct CaptureConfig {
     pub batch_interval: Duration,
     /// Row batches waiting for storage; past this, batches are dropped and counted.
     pub max_pending_batches: usize,
+    /// Trace only the sockets of the node's own network namespace (one node per namespace,
+    /// as deploy/mesh.sh runs them); by default every namespace's, containers included.
+    pub own_netns_only: bool,
+    /// Headers whose value is a request's id (`x_request_id_0/1`), in order of preference,
+    /// case-insensitive.
+    pub request_id_headers: Vec<String>,
 }
 
 impl Default for CaptureConfig {
@@ -107,6 +113,8 @@ impl Default for CaptureConfig {
             socket_idle_timeout: Duration::from_secs(300),
             batch_interval: Duration::from_millis(200),
             max_pending_batches: 64,
+            own_netns_only: false,
+            request_id_headers: vec!["x-request-id".to_owned()],
         }
     }
 }
@@ -432,6 +440,14 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "capture.max_sockets and max_pending_batches must be positive".into(),
             ));
+        }
+        for name in &self.capture.request_id_headers {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(ConfigError::Invalid(format!(
+                    "capture.request_id_headers: {name:?} is not a header name"
+                )));
+            }
         }
         if self.packet.ports.len() > 32 {
             return Err(ConfigError::Invalid(

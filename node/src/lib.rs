@@ -71,6 +71,13 @@ impl Node {
     /// Opens storage, starts capture (when enabled), the query engine and the HTTP server.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let started = Instant::now();
+        // Process-wide (the parsers have no per-node state): the first node of a process
+        // sets it, as a process runs one node outside tests.
+        if !flowmesh_protocols::trace_context::set_request_id_headers(
+            &config.capture.request_id_headers,
+        ) {
+            tracing::debug!("capture.request_id_headers already set in this process");
+        }
         let tags = NodeTags {
             region: config.node.region.as_str().into(),
             cluster: config.node.cluster.as_str().into(),

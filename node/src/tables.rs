@@ -102,6 +102,10 @@ pub struct L7Row {
     pub parent_span_id: String,
     pub x_request_id_0: String,
     pub x_request_id_1: String,
+    /// The observing thread's syscall trace ids at the request's and the response's first
+    /// syscall (0: none); set by the kernel programs, so meaningful within one node.
+    pub syscall_trace_id_request: u64,
+    pub syscall_trace_id_response: u64,
     pub syscall_thread_0: Option<u32>,
     pub syscall_thread_1: Option<u32>,
     pub req_tcp_seq: Option<u32>,
@@ -144,11 +148,14 @@ impl L7Row {
             protocol,
             trace_id: r.trace_id.clone().unwrap_or_default(),
             span_id: r.span_id.clone().unwrap_or_default(),
+            parent_span_id: r.parent_span_id.clone().unwrap_or_default(),
             // DeepFlow: x_request_id_0 is the request's header, _1 the response's; the parser
             // reports one (the request's, else the response's)
             x_request_id_0: r.x_request_id.clone().unwrap_or_default(),
             req_tcp_seq: r.req_tcp_seq,
             resp_tcp_seq: r.resp_tcp_seq,
+            syscall_trace_id_request: r.request_syscall_trace_id,
+            syscall_trace_id_response: r.response_syscall_trace_id,
             ..L7Row::default()
         }
     }
@@ -262,8 +269,12 @@ pub fn l7_flow_log_batch(tags: &NodeTags, rows: &[L7Row]) -> Result<RecordBatch,
         strs(rows, |r| &r.parent_span_id),
         strs(rows, |r| &r.x_request_id_0),
         strs(rows, |r| &r.x_request_id_1),
-        Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(0, n))),
-        Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(0, n))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.syscall_trace_id_request),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.syscall_trace_id_response),
+        )),
         Arc::new(UInt32Array::from_iter(
             rows.iter().map(|r| r.syscall_thread_0),
         )),

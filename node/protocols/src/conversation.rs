@@ -176,6 +176,7 @@ impl Conversation {
             exit_ns: chunk.exit_ns,
             seq: chunk.tcp_seq,
             tid: chunk.tid,
+            syscall_trace_id: chunk.syscall_trace_id,
         };
         match &mut self.phase {
             Phase::Inferring { .. } => {

@@ -19,6 +19,7 @@ struct Span {
     end_ns: u64,
     seq: Option<u32>,
     tid: u32,
+    syscall_trace_id: u64,
     len: u64,
 }
 
@@ -36,6 +37,7 @@ impl Position {
             end_ns: self.meta.exit_ns,
             seq: self.meta.seq.map(|s| s.wrapping_add(self.offset as u32)),
             tid: self.meta.tid,
+            syscall_trace_id: self.meta.syscall_trace_id,
             len: 0,
         }
     }
@@ -177,6 +179,8 @@ impl<C: Codec> FramedSession<C> {
             resp_tcp_seq: response.and_then(|(_, s)| s.seq),
             request_tid: req.tid,
             response_tid: response.map(|(_, s)| s.tid),
+            request_syscall_trace_id: req.syscall_trace_id,
+            response_syscall_trace_id: response.map_or(0, |(_, s)| s.syscall_trace_id),
             ..L7Record::new(self.codec.protocol(), self.role)
         };
         self.codec
@@ -530,6 +534,7 @@ impl<C: Codec> CodecWire<C> {
             exit_ns: self.t + 1,
             seq: None,
             tid: 1,
+            syscall_trace_id: 0,
         };
         let gap = (bytes.len() - captured.len()) as u64;
         self.session.feed(
@@ -680,6 +685,8 @@ mod tests {
                 exit_ns: self.t + 1,
                 seq: Some(self.seq[i]),
                 tid: 7,
+                // a distinct id per syscall: which syscall a message started in
+                syscall_trace_id: self.t,
             };
             self.seq[i] = self.seq[i].wrapping_add(bytes.len() as u32);
             let captured = &bytes[..cap.min(bytes.len())];
@@ -740,6 +747,9 @@ mod tests {
         assert_eq!(w.out[1].req_tcp_seq, Some(5004));
         assert_eq!(first.resp_tcp_seq, Some(1000));
         assert_eq!(w.out[1].resp_tcp_seq, Some(1000 + resp.len() as u32));
+        // the syscall trace ids are those of each message's first syscall
+        let ids = |r: &L7Record| (r.request_syscall_trace_id, r.response_syscall_trace_id);
+        assert_eq!((ids(first), ids(&w.out[1])), ((10, 20), (10, 40)));
         assert_eq!(w.stats.parse_errors + w.stats.resyncs, 0);
     }
 

@@ -18,9 +18,7 @@ mod head;
 mod start_line;
 
 use chunked::ChunkedDecoder;
-pub use head::{
-    BodyFraming, Head, MAX_HEADERS, Method, RequestHead, ResponseHead, TraceContext, Version,
-};
+pub use head::{BodyFraming, Head, MAX_HEADERS, Method, RequestHead, ResponseHead, Version};
 use head::{HeadParse, parse_head};
 pub use start_line::{LineMatch, match_request_line, match_status_line};
 
@@ -46,6 +44,8 @@ pub struct SyscallMeta {
     pub seq: Option<u32>,
     /// Thread that made the syscall.
     pub tid: u32,
+    /// The thread's syscall trace id at the syscall; 0 for none.
+    pub syscall_trace_id: u64,
 }
 
 /// Where and when a message started.
@@ -57,6 +57,8 @@ pub struct MessageStart {
     pub seq: Option<u32>,
     /// Thread of the syscall carrying the first byte.
     pub tid: u32,
+    /// Syscall trace id of the syscall carrying the first byte; 0 for none.
+    pub syscall_trace_id: u64,
     /// `exit_ns` of the syscall carrying the last byte of the head.
     pub head_end_ns: u64,
 }
@@ -279,6 +281,7 @@ impl Http1Parser {
                         // The offset is below the payload length, which fits a u32 chunk.
                         seq: meta.seq.map(|seq| seq.wrapping_add(offset as u32)),
                         tid: meta.tid,
+                        syscall_trace_id: meta.syscall_trace_id,
                         head_end_ns: meta.exit_ns,
                     };
                     self.progress = Progress {
@@ -514,6 +517,7 @@ mod tests {
             exit_ns: n * 10 + 1,
             seq: Some(seq),
             tid: 7,
+            syscall_trace_id: 0,
         }
     }
 

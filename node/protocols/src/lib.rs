@@ -53,6 +53,7 @@ pub mod postgres;
 pub mod redis;
 pub mod session;
 mod text;
+pub mod trace_context;
 
 mod conversation;
 mod error;
@@ -104,6 +105,9 @@ pub struct Chunk<'a> {
     pub payload: &'a [u8],
     /// Id of the thread that made the syscall.
     pub tid: u32,
+    /// The thread's syscall trace id at this syscall (set by the kernel when the thread
+    /// reads a request, carried by what it writes until its response); 0 for none.
+    pub syscall_trace_id: u64,
 }
 
 /// An application protocol this crate can parse.
@@ -291,13 +295,20 @@ pub struct L7Record {
     pub request_tid: u32,
     /// Thread that made the first syscall carrying the response.
     pub response_tid: Option<u32>,
+    /// Syscall trace id of the first syscall carrying the request; 0 for none.
+    pub request_syscall_trace_id: u64,
+    /// Syscall trace id of the first syscall carrying the response; 0 for none.
+    pub response_syscall_trace_id: u64,
     /// `X-Request-ID` of the request, or of the response if the request has none.
     pub x_request_id: Option<String>,
-    /// W3C `traceparent` trace id (32 lowercase hex digits) of the request, or of the
-    /// response if the request has none.
+    /// Trace id from the request's trace-context header (W3C `traceparent`, B3, Jaeger
+    /// `uber-trace-id` or SkyWalking `sw8`: [`trace_context`]), or the response's if the
+    /// request has none.
     pub trace_id: Option<String>,
-    /// W3C `traceparent` parent id (16 hex digits), from the same header as `trace_id`.
+    /// The caller's span id from the same header as `trace_id`.
     pub span_id: Option<String>,
+    /// The caller's parent span id, where that header carries one (B3, Jaeger).
+    pub parent_span_id: Option<String>,
 }
 
 impl L7Record {
@@ -327,9 +338,12 @@ impl L7Record {
             resp_tcp_seq: None,
             request_tid: 0,
             response_tid: None,
+            request_syscall_trace_id: 0,
+            response_syscall_trace_id: 0,
             x_request_id: None,
             trace_id: None,
             span_id: None,
+            parent_span_id: None,
         }
     }
 

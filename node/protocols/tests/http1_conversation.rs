@@ -26,12 +26,14 @@ fn simple_get_both_roles() {
         let request = b"GET /api/items?page=2 HTTP/1.1\r\nHost: shop.local\r\nAccept: */*\r\n\r\n";
         let response = ok_with_body(b"[1,2,3]");
         wire.tid = 7;
+        wire.syscall_trace_id = 70;
         let req = wire.send(req_dir, request);
         assert_eq!(wire.conversation.protocol(), Some(L7Protocol::Http1));
         let expected_role = if server { Role::Server } else { Role::Client };
         assert_eq!(wire.conversation.role(), Some(expected_role));
         assert!(wire.records.is_empty(), "no row before the response");
         wire.tid = 8;
+        wire.syscall_trace_id = 80;
         let resp = wire.send(resp_dir, &response);
 
         assert_eq!(wire.records.len(), 1);
@@ -56,6 +58,8 @@ fn simple_get_both_roles() {
         assert_eq!(r.resp_tcp_seq, Some(resp.seq));
         assert_eq!(r.request_tid, 7);
         assert_eq!(r.response_tid, Some(8));
+        assert_eq!(r.request_syscall_trace_id, 70);
+        assert_eq!(r.response_syscall_trace_id, 80);
         assert_eq!(r.x_request_id, None);
         assert_eq!(r.trace_id, None);
         assert_eq!(r.duration_us(), Some((resp.exit_ns - req.enter_ns) / 1000));
@@ -706,6 +710,7 @@ fn udp_like_chunks_without_sequence_numbers() {
                 byte_count: bytes.len() as u32,
                 payload: bytes,
                 tid: 1,
+                syscall_trace_id: 0,
             },
             &mut out,
         );

@@ -151,6 +151,7 @@ proptest! {
                     byte_count,
                     payload: &raw.bytes[..cap],
                     tid: i as u32,
+                    syscall_trace_id: i as u64,
                 },
                 &mut out,
             );
@@ -186,6 +187,7 @@ proptest! {
                     byte_count: (bytes.len() / 2) as u32,
                     payload: &bytes,
                     tid: 0,
+                    syscall_trace_id: 0,
                 },
                 &mut out,
             );

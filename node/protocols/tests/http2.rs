@@ -177,12 +177,14 @@ fn prior_knowledge_get_in_both_roles() {
         let mut first = client_start();
         first.extend(&request);
         wire.tid = 7;
+        wire.syscall_trace_id = 70;
         let req = wire.send(req_dir, &first);
         assert_eq!(wire.conversation.protocol(), Some(L7Protocol::Http2));
         let role = if server { Role::Server } else { Role::Client };
         assert_eq!(wire.conversation.role(), Some(role));
         wire.send(resp_dir, &server_start());
         wire.tid = 8;
+        wire.syscall_trace_id = 80;
         let head = frame(
             HEADERS,
             END_HEADERS,
@@ -216,6 +218,10 @@ fn prior_knowledge_get_in_both_roles() {
         );
         assert_eq!(r.resp_tcp_seq, Some(resp.seq));
         assert_eq!((r.request_tid, r.response_tid), (7, Some(8)));
+        assert_eq!(
+            (r.request_syscall_trace_id, r.response_syscall_trace_id),
+            (70, 80)
+        );
         assert_eq!(r.x_request_id.as_deref(), Some("req-42"));
         assert_eq!(
             r.trace_id.as_deref(),

@@ -59,6 +59,8 @@ pub struct SocketEventView<'a> {
     pub sock_id: u64,
     pub tgid: u32,
     pub tid: u32,
+    /// The thread's syscall trace id (0: none), see `flowmesh_ebpf::SocketEvent`.
+    pub syscall_trace_id: u64,
     pub byte_count: u32,
     pub tcp_seq: Option<u32>,
     pub transport: Transport,
@@ -208,6 +210,7 @@ impl CaptureProcessor {
                     byte_count: ev.byte_count,
                     payload: ev.payload,
                     tid: ev.tid,
+                    syscall_trace_id: ev.syscall_trace_id,
                 };
                 state.conversation.feed(&chunk, &mut self.records);
                 if !self.records.is_empty() {
@@ -480,6 +483,7 @@ mod tests {
             sock_id,
             tgid,
             tid: tgid,
+            syscall_trace_id: t,
             byte_count: payload.len() as u32,
             tcp_seq: Some(seq),
             transport: Transport::Tcp,
@@ -580,6 +584,15 @@ mod tests {
             let want = if name.ends_with('0') { 100 } else { 200 };
             assert!(pids.iter().all(|p| p == Some(want)), "{name}: {pids:?}");
         }
+        // the kernel's syscall trace ids (here each event's time) of each side's first
+        // request and response syscall
+        let ids = |name: &str| {
+            let ids = col(name);
+            let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+            ids.iter().flatten().collect::<Vec<_>>()
+        };
+        assert_eq!(ids("syscall_trace_id_request"), vec![T0 + 20, T0 + 10]);
+        assert_eq!(ids("syscall_trace_id_response"), vec![T0 + 30, T0 + 40]);
         let ips = col("ip_1");
         assert!(
             ips.as_string::<i32>()

@@ -290,6 +290,7 @@ fn feed(
             byte_count: piece.byte_count,
             payload: piece.payload,
             tid: 0,
+            syscall_trace_id: 0,
         },
         out,
     );

@@ -101,6 +101,7 @@ pub fn run(
                 byte_count: opening.len() as u32,
                 payload: opening,
                 tid: 1,
+                syscall_trace_id: 0,
             },
             &mut out,
         );
@@ -166,6 +167,7 @@ pub fn run(
                 byte_count,
                 payload: &bytes[..captured],
                 tid: u32::from(*aux),
+                syscall_trace_id: u64::from(*aux),
             },
             &mut out,
         );

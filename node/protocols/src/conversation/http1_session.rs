@@ -21,9 +21,10 @@ use std::collections::VecDeque;
 use super::{ConversationConfig, ConversationStats};
 use crate::http1::{
     BodyDirective, Desync, DesyncCause, Head, Http1Parser, Http1Sink, MessageEnd, MessageKind,
-    MessageStart, Method, SyscallMeta, TraceContext, Version,
+    MessageStart, Method, SyscallMeta, Version,
 };
 use crate::session::{ProtocolSession, SeqStep};
+use crate::trace_context::TraceContext;
 use crate::{Direction, L7Protocol, L7Record, ResponseStatus, Role};
 
 #[derive(Debug)]
@@ -198,6 +199,9 @@ struct Pairing {
     tunnel: bool,
 }
 
+// Boxing the request would cost an allocation per request on the capture path; the queue
+// holds one entry per pipelined request, so the size difference costs little memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Pending {
     Request(PendingRequest),
@@ -503,10 +507,13 @@ fn emit(
         req_tcp_seq: request.start.seq,
         resp_tcp_seq: None,
         request_tid: request.start.tid,
+        request_syscall_trace_id: request.start.syscall_trace_id,
         response_tid: None,
+        response_syscall_trace_id: 0,
         x_request_id: None,
         trace_id: None,
         span_id: None,
+        parent_span_id: None,
     };
     if let Some(part) = response {
         let response = part.response;
@@ -522,6 +529,7 @@ fn emit(
         record.response_end_ns = Some(part.end_ns);
         record.resp_tcp_seq = response.start.seq;
         record.response_tid = Some(response.start.tid);
+        record.response_syscall_trace_id = response.start.syscall_trace_id;
         x_request_id = x_request_id.or(response.x_request_id);
         trace = trace.or(response.trace);
     }
@@ -529,6 +537,7 @@ fn emit(
     if let Some(trace) = trace {
         record.trace_id = Some(trace.trace_id);
         record.span_id = Some(trace.span_id);
+        record.parent_span_id = trace.parent_span_id;
     }
     out.push(record);
 }

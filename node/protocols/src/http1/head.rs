@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use super::MessageKind;
 use super::start_line::{LineMatch, match_request_line, match_status_line};
 use crate::error::ParseError;
+use crate::trace_context::{RequestIdHeader, TraceContext, TraceHeaders};
 
 /// Most header lines a head may carry; more is a parse error.
 pub const MAX_HEADERS: usize = 128;
@@ -97,48 +98,6 @@ impl Version {
     }
 }
 
-/// The ids of a W3C `traceparent` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
-    /// 32 lowercase hex digits, not all zero.
-    pub trace_id: String,
-    /// 16 lowercase hex digits, not all zero (the caller's span).
-    pub span_id: String,
-}
-
-impl TraceContext {
-    /// Parses a `traceparent` value: `version-traceid-parentid-flags`. Future versions may
-    /// append fields after the flags; version `ff` and all-zero ids are invalid.
-    pub fn from_traceparent(value: &[u8]) -> Option<Self> {
-        let value = value.trim_ascii();
-        if value.len() < 55 {
-            return None;
-        }
-        let (fields, rest) = value.split_at(55);
-        let version = &fields[0..2];
-        let trace_id = &fields[3..35];
-        let span_id = &fields[36..52];
-        let flags = &fields[53..55];
-        let dashes = fields[2] == b'-' && fields[35] == b'-' && fields[52] == b'-';
-        let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
-        let nonzero = |s: &[u8]| s.iter().any(|&b| b != b'0');
-        if !dashes || !hex(version) || !hex(trace_id) || !hex(span_id) || !hex(flags) {
-            return None;
-        }
-        if version.eq_ignore_ascii_case(b"ff") || !nonzero(trace_id) || !nonzero(span_id) {
-            return None;
-        }
-        if !rest.is_empty() && (version == b"00" || rest[0] != b'-') {
-            return None;
-        }
-        let lower = |s: &[u8]| String::from_utf8_lossy(s).to_ascii_lowercase();
-        Some(TraceContext {
-            trace_id: lower(trace_id),
-            span_id: lower(span_id),
-        })
-    }
-}
-
 /// How the body of a message is delimited, as its head declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -165,7 +124,7 @@ pub struct RequestHead {
     pub host: Option<String>,
     /// `X-Request-ID` header.
     pub x_request_id: Option<String>,
-    /// Ids from a valid `traceparent` header.
+    /// The trace context of the first valid propagation header (crate::trace_context).
     pub trace: Option<TraceContext>,
     /// Bytes of the head, start line to the empty line included.
     pub head_len: usize,
@@ -184,7 +143,7 @@ pub struct ResponseHead {
     pub reason: String,
     /// `X-Request-ID` header.
     pub x_request_id: Option<String>,
-    /// Ids from a valid `traceparent` header.
+    /// The trace context of the first valid propagation header (crate::trace_context).
     pub trace: Option<TraceContext>,
     /// Bytes of the head, start line to the empty line included.
     pub head_len: usize,
@@ -295,8 +254,8 @@ pub(crate) fn parse_head(kind: MessageKind, buf: &[u8]) -> Result<HeadParse, Par
                 version,
                 target,
                 host: facts.host,
-                x_request_id: facts.x_request_id,
-                trace: facts.trace,
+                x_request_id: facts.request_id.finish(),
+                trace: facts.trace.finish(),
                 head_len,
                 framing,
             })))
@@ -335,8 +294,8 @@ pub(crate) fn parse_head(kind: MessageKind, buf: &[u8]) -> Result<HeadParse, Par
                 version,
                 code,
                 reason: lossy_trimmed(response.reason.unwrap_or("").as_bytes()),
-                x_request_id: facts.x_request_id,
-                trace: facts.trace,
+                x_request_id: facts.request_id.finish(),
+                trace: facts.trace.finish(),
                 head_len,
                 framing,
             })))
@@ -364,8 +323,8 @@ struct HeaderFacts {
     /// is `chunked`.
     transfer_encoding: Option<bool>,
     host: Option<String>,
-    x_request_id: Option<String>,
-    trace: Option<TraceContext>,
+    request_id: RequestIdHeader,
+    trace: TraceHeaders,
 }
 
 impl HeaderFacts {
@@ -396,12 +355,8 @@ impl HeaderFacts {
                 facts
                     .host
                     .get_or_insert_with(|| lossy_trimmed(header.value));
-            } else if name.eq_ignore_ascii_case(b"x-request-id") {
-                if facts.x_request_id.is_none() && !header.value.trim_ascii().is_empty() {
-                    facts.x_request_id = Some(lossy_trimmed(header.value));
-                }
-            } else if name.eq_ignore_ascii_case(b"traceparent") && facts.trace.is_none() {
-                facts.trace = TraceContext::from_traceparent(header.value);
+            } else if !facts.request_id.offer(name, header.value) {
+                facts.trace.offer(name, header.value);
             }
         }
         Ok(facts)
@@ -456,6 +411,27 @@ mod tests {
         assert_eq!(trace.span_id, "00f067aa0ba902b7");
         assert_eq!(head.framing, BodyFraming::Length(12));
         assert_eq!(head.head_len, buf.len() - b"body".len());
+    }
+
+    #[test]
+    fn other_propagation_formats() {
+        let jaeger = request(
+            b"GET / HTTP/1.1\r\nuber-trace-id: a3ce929d0e0e4736:b7ad6b7169203331:5:1\r\n\r\n",
+        )
+        .expect("valid input");
+        let trace = jaeger.trace.expect("a Jaeger context");
+        assert_eq!(trace.trace_id, "0000000000000000a3ce929d0e0e4736");
+        assert_eq!(trace.parent_span_id.as_deref(), Some("0000000000000005"));
+        // traceparent wins over B3 wherever it comes in the block
+        let both = request(
+            b"GET / HTTP/1.1\r\nX-B3-TraceId: 1\r\nX-B3-SpanId: 2\r\n\
+              traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
+        )
+        .expect("valid input");
+        assert_eq!(
+            both.trace.map(|t| t.span_id).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
     }
 
     #[test]
@@ -570,28 +546,5 @@ mod tests {
         // Invalid UTF-8 in values is taken lossily.
         let head = request(b"GET / HTTP/1.1\r\nHost: h\xffst\r\n\r\n").expect("valid input");
         assert_eq!(head.host.as_deref(), Some("h\u{fffd}st"));
-    }
-
-    #[test]
-    fn traceparent() {
-        let ok = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        assert!(TraceContext::from_traceparent(ok).is_some());
-        assert!(
-            TraceContext::from_traceparent(
-                b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"
-            )
-            .is_some()
-        );
-        let bad: [&[u8]; 6] = [
-            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
-            b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            b"00-00000000000000000000000000000000-b7ad6b7169203331-01",
-            b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
-            b"00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
-            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333",
-        ];
-        for value in bad {
-            assert_eq!(TraceContext::from_traceparent(value), None);
-        }
     }
 }

@@ -636,6 +636,7 @@ mod tests {
             exit_ns: n * 10 + 1,
             seq: Some(seq),
             tid: 1,
+            syscall_trace_id: 0,
         }
     }
 

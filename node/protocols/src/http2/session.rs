@@ -607,6 +607,7 @@ mod tests {
                 exit_ns: self.t + 1,
                 seq: None,
                 tid: 1,
+                syscall_trace_id: 0,
             };
             let step = SeqStep::default();
             let (stats, out) = (&mut self.stats, &mut self.out);

@@ -3,9 +3,9 @@
 
 use super::frame::FramePosition;
 use super::hpack::Field;
-use crate::http1::TraceContext;
 use crate::session::SyscallMeta;
 use crate::text::lossy_trimmed;
+use crate::trace_context::{RequestIdHeader, TraceContext, TraceHeaders};
 use crate::{L7Protocol, L7Record, ResponseStatus, Role};
 
 /// The fields of one header block that rows need, gathered as the block is decoded.
@@ -20,8 +20,8 @@ pub(crate) struct HeaderFacts {
     pub(crate) grpc: bool,
     pub(crate) grpc_status: Option<u16>,
     pub(crate) grpc_message: Option<String>,
-    pub(crate) x_request_id: Option<String>,
-    pub(crate) trace: Option<TraceContext>,
+    pub(crate) request_id: RequestIdHeader,
+    pub(crate) trace: TraceHeaders,
     /// Fields whose content is unknown (they referred to lost table entries).
     pub(crate) unknown_fields: usize,
     /// Fields decoded.
@@ -36,6 +36,16 @@ pub(crate) struct HeaderFacts {
 }
 
 impl HeaderFacts {
+    /// The request id of the block (`crate::trace_context::set_request_id_headers`).
+    pub(crate) fn x_request_id(&self) -> Option<String> {
+        self.request_id.clone().finish()
+    }
+
+    /// The trace context of the block's first valid propagation header.
+    pub(crate) fn trace(&self) -> Option<TraceContext> {
+        self.trace.clone().finish()
+    }
+
     /// Takes in one decoded field.
     pub(crate) fn add(&mut self, field: Field<'_>) {
         let (name, value) = match field {
@@ -88,13 +98,11 @@ impl HeaderFacts {
             b"grpc-message" if self.grpc_message.is_none() => {
                 self.grpc_message = Some(percent_decode(value));
             }
-            b"x-request-id" if self.x_request_id.is_none() && !value.trim_ascii().is_empty() => {
-                self.x_request_id = Some(lossy_trimmed(value));
+            _ => {
+                if !self.request_id.offer(name, value) {
+                    self.trace.offer(name, value);
+                }
             }
-            b"traceparent" if self.trace.is_none() => {
-                self.trace = TraceContext::from_traceparent(value);
-            }
-            _ => {}
         }
     }
 
@@ -105,10 +113,10 @@ impl HeaderFacts {
             self.grpc_status = trailers.grpc_status;
             self.grpc_message = trailers.grpc_message;
         }
-        if self.x_request_id.is_none() {
-            self.x_request_id = trailers.x_request_id;
+        if self.x_request_id().is_none() {
+            self.request_id = trailers.request_id;
         }
-        if self.trace.is_none() {
+        if self.trace().is_none() {
             self.trace = trailers.trace;
         }
         self.incomplete |= trailers.incomplete;
@@ -213,6 +221,7 @@ pub(crate) struct Part {
     pub(crate) end_ns: u64,
     pub(crate) seq: Option<u32>,
     pub(crate) tid: u32,
+    pub(crate) syscall_trace_id: u64,
     /// Bytes of the stream's frames in this direction, headers included.
     pub(crate) len: u64,
 }
@@ -224,6 +233,7 @@ impl Part {
             end_ns: end.exit_ns,
             seq: start.seq(),
             tid: start.meta.tid,
+            syscall_trace_id: start.meta.syscall_trace_id,
             len,
         }
     }
@@ -374,16 +384,17 @@ impl Stream {
             resp_tcp_seq: response.and_then(|p| p.seq),
             request_tid: self.request.tid,
             response_tid: response.map(|p| p.tid),
-            x_request_id: req
-                .x_request_id
-                .clone()
-                .or_else(|| resp.x_request_id.clone()),
+            request_syscall_trace_id: self.request.syscall_trace_id,
+            response_syscall_trace_id: response.map_or(0, |p| p.syscall_trace_id),
+            x_request_id: req.x_request_id().or_else(|| resp.x_request_id()),
             trace_id: None,
             span_id: None,
+            parent_span_id: None,
         };
-        if let Some(trace) = req.trace.as_ref().or(resp.trace.as_ref()) {
-            record.trace_id = Some(trace.trace_id.clone());
-            record.span_id = Some(trace.span_id.clone());
+        if let Some(trace) = req.trace().or_else(|| resp.trace()) {
+            record.trace_id = Some(trace.trace_id);
+            record.span_id = Some(trace.span_id);
+            record.parent_span_id = trace.parent_span_id;
         }
         if response.is_some() {
             if grpc {
@@ -450,6 +461,7 @@ mod tests {
             end_ns: start_ns + 5,
             seq: Some(start_ns as u32),
             tid: 9,
+            syscall_trace_id: 0,
             len,
         }
     }
@@ -471,9 +483,9 @@ mod tests {
         assert_eq!(f.method.as_deref(), Some("POST"));
         assert_eq!(f.authority.as_deref(), Some("svc:50051"));
         assert!(f.grpc && !f.malformed);
-        assert_eq!(f.x_request_id.as_deref(), Some("r-1"));
+        assert_eq!(f.x_request_id().as_deref(), Some("r-1"));
         assert_eq!(
-            f.trace.map(|t| t.span_id),
+            f.trace().map(|t| t.span_id),
             Some("b7ad6b7169203331".to_owned())
         );
         let f = facts(&[

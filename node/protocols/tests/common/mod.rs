@@ -29,6 +29,8 @@ pub struct Wire {
     next_seq: [u32; 2],
     clock_ns: u64,
     pub tid: u32,
+    /// Syscall trace id of the chunks sent from now on.
+    pub syscall_trace_id: u64,
 }
 
 pub const START_NS: u64 = 1_700_000_000_000_000_000;
@@ -53,6 +55,7 @@ impl Wire {
             next_seq: [1_000, 4_000_000_000],
             clock_ns: START_NS,
             tid: 42,
+            syscall_trace_id: 0,
         }
     }
 
@@ -107,6 +110,7 @@ impl Wire {
             byte_count,
             payload,
             tid: sent.tid,
+            syscall_trace_id: self.syscall_trace_id,
         };
         self.conversation.feed(&chunk, &mut self.records);
         self.next_seq[i] = self.next_seq[i].wrapping_add(byte_count);
@@ -155,6 +159,7 @@ impl Udp {
             byte_count: datagram.len() as u32,
             payload: &datagram[..cap.min(datagram.len())],
             tid: 7,
+            syscall_trace_id: 0,
         };
         self.conversation.feed(&chunk, &mut self.records);
     }

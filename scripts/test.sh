@@ -22,6 +22,10 @@ python3 -c 'import influxdb_client' 2>/dev/null ||
 # adbc-driver-flightsql and pyarrow (PyPI): the Flight SQL client of the Flight SQL test.
 python3 -c 'import adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check adbc-driver-flightsql pyarrow
+# opentelemetry-sdk and its OTLP exporters (PyPI): the instrumented service of the tracing test.
+python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check opentelemetry-sdk \
+        opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc
 # Test binaries run one after another (each may load eBPF programs); tests inside one
 # binary run in parallel.
 cargo test --workspace --no-fail-fast "$@"

@@ -23,6 +23,25 @@ pub enum Command {
     Sql(SqlArgs),
     /// Show a node's status.
     Status(ClientArgs),
+    /// Assemble a trace over the mesh and print it as a tree.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// A trace id, `x-request-id:<value>` or `syscall:<node>:<id>`.
+    pub seed: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The nodes to ask (as for `sql`; the node's `query.default_scope` when not given).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// How far back to look for the trace's first spans.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// `table` (the tree as text) or `json` (every span with its parent).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]

@@ -69,6 +69,24 @@ impl Default for FlightSqlConfig {
     }
 }
 
+/// OpenTelemetry in: OTLP/HTTP is always served at `/v1/traces` on the HTTP listener;
+/// OTLP/gRPC gets its own listener when enabled (DESIGN.md §8).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    pub grpc_enabled: bool,
+    pub grpc_listen: SocketAddr,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            grpc_enabled: false,
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+        }
+    }
+}
+
 /// eBPF capture and the pipeline behind it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -350,6 +368,7 @@ pub struct NodeConfig {
     pub node: IdentityConfig,
     pub http: HttpConfig,
     pub flight_sql: FlightSqlConfig,
+    pub otlp: OtlpConfig,
     pub storage: StorageConfig,
     pub capture: CaptureConfig,
     pub packet: PacketSettings,

@@ -110,9 +110,23 @@ impl Ingest {
         }
     }
 
+    /// The node's region, cluster and name, as every row carries them.
+    pub(crate) fn node_tags(&self) -> &NodeTags {
+        &self.tags
+    }
+
+    /// The largest request body taken (after decompression).
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.line_protocol.max_body_bytes
+    }
+
     /// Encodes the batch's tags and appends it; returns once it is durable, or the status
     /// and message to answer with.
-    async fn store(&self, table: &str, batch: RecordBatch) -> Result<(), (StatusCode, String)> {
+    pub(crate) async fn store_batch(
+        &self,
+        table: &str,
+        batch: RecordBatch,
+    ) -> Result<(), (StatusCode, String)> {
         let failed = |status: StatusCode, message: String| {
             self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
             Err((status, message))
@@ -228,7 +242,7 @@ pub async fn remote_write(
             Ok(b) => b,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
-        if let Err((code, message)) = ingest.store(PROM_SAMPLES, batch).await {
+        if let Err((code, message)) = ingest.store_batch(PROM_SAMPLES, batch).await {
             return error(code, &message);
         }
         // only what is durable moves a series' newest time: a failed request can be resent
@@ -356,7 +370,7 @@ pub async fn influx_write(
             Ok(b) => b,
             Err(e) => return influx_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         };
-        if let Err((code, message)) = ingest.store(EXT_METRICS, batch).await {
+        if let Err((code, message)) = ingest.store_batch(EXT_METRICS, batch).await {
             return influx_error(code, message);
         }
     }

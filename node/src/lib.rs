@@ -19,12 +19,15 @@ pub mod ingest;
 pub mod k8s;
 pub mod mesh;
 pub mod metrics;
+pub mod otlp;
 pub mod packet;
 pub mod prom_api;
 pub mod prom_source;
 pub mod red;
 pub mod server;
 pub mod tables;
+pub mod tempo;
+pub mod trace;
 
 use std::{
     net::SocketAddr,
@@ -120,6 +123,7 @@ impl Node {
             encode_retries: Default::default(),
             ingest: Arc::new(ingest::IngestStats::default()),
             flight_sql: Arc::new(flight_sql::FlightSqlStats::default()),
+            otlp: Arc::new(otlp::OtlpStats::default()),
             kubernetes: Arc::new(k8s::K8sStats::default()),
             mesh: Arc::clone(&mesh_stats),
         });
@@ -327,6 +331,27 @@ impl Node {
             Arc::clone(&metrics.ingest),
             config.http.max_body_bytes,
         ));
+        let otlp_grpc_addr = if config.otlp.grpc_enabled {
+            let (listener, addr) =
+                bind(config.otlp.grpc_listen, "bind the OTLP/gRPC listener").await?;
+            let service = otlp::GrpcTraces::server(Arc::clone(&ingest), Arc::clone(&metrics.otlp));
+            let cancel = http_cancel.clone();
+            tasks.spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        cancel.cancelled_owned(),
+                    )
+                    .await;
+                if let Err(e) = served {
+                    error!(error = %e, "OTLP/gRPC server failed");
+                }
+            });
+            Some(addr)
+        } else {
+            None
+        };
         let state = ApiState {
             ingest,
             prom: Arc::new(prom_api::PromApi::new(
@@ -346,6 +371,7 @@ impl Node {
                     "data_dir": status_shard.data_dir().display().to_string(),
                     "capture": { "enabled": capture_enabled },
                     "flight_sql": { "listen": flight_sql_addr.map(|a| a.to_string()) },
+                    "otlp": { "grpc_listen": otlp_grpc_addr.map(|a| a.to_string()) },
                     "kubernetes": { "api_server": &api_server },
                     "packet": { "interfaces": &packet_interfaces },
                     "storage": { "buffered_bytes": status_shard.buffered_bytes() },

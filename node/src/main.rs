@@ -75,6 +75,36 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Trace(args) => {
+            let url = format!(
+                "{}/v1/trace/{}",
+                args.client.server.trim_end_matches('/'),
+                urlencode(&args.seed)
+            );
+            let mut query = vec![("since", args.since.clone())];
+            if let Some(scope) = &args.scope {
+                query.push(("scope", scope.clone()));
+            }
+            if matches!(args.format, OutputFormat::Table) {
+                query.push(("format", "text".into()));
+            }
+            let resp = reqwest::blocking::Client::new()
+                .get(&url)
+                .query(&query)
+                .send()
+                .with_context(|| format!("failed to reach {url}"))?;
+            let status = resp.status();
+            let body = resp.text().context("failed to read the response")?;
+            if !status.is_success() {
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                bail!("{status}: {message}");
+            }
+            print!("{body}");
+            Ok(())
+        }
         Command::Status(args) => {
             let url = format!("{}/v1/status", args.server.trim_end_matches('/'));
             let v: serde_json::Value = reqwest::blocking::get(&url)
@@ -130,4 +160,17 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         node.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// Percent-encodes a path segment.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub encode_retries: AtomicU64,
     /// remote_write and line protocol counters.
     pub ingest: Arc<crate::ingest::IngestStats>,
+    /// OTLP trace ingest counters.
+    pub otlp: Arc<crate::otlp::OtlpStats>,
     /// Flight SQL counters.
     pub flight_sql: Arc<crate::flight_sql::FlightSqlStats>,
     /// Kubernetes pod watcher counters.
@@ -125,6 +127,24 @@ impl Metrics {
                 "counter",
                 "Line protocol lines refused as malformed.",
                 v(&i.line_protocol_rejected_lines),
+            ),
+            (
+                "flowmesh_ingest_otlp_trace_requests_total",
+                "counter",
+                "OTLP trace export requests received (HTTP and gRPC).",
+                v(&self.otlp.requests),
+            ),
+            (
+                "flowmesh_ingest_otlp_spans_total",
+                "counter",
+                "OpenTelemetry spans stored in flow_log.l7_flow_log.",
+                v(&self.otlp.spans),
+            ),
+            (
+                "flowmesh_ingest_otlp_rejected_requests_total",
+                "counter",
+                "OTLP trace export requests refused (malformed, unsupported or not stored).",
+                v(&self.otlp.rejected_requests),
             ),
             (
                 "flowmesh_ingest_store_errors_total",

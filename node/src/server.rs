@@ -53,6 +53,11 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/write", post(crate::ingest::remote_write))
         .route("/api/v2/write", post(crate::ingest::influx_write))
+        .route("/v1/traces", post(crate::otlp::http_traces))
+        .route("/v1/trace/{seed}", get(crate::tempo::native))
+        .route("/api/traces/{id}", get(crate::tempo::tempo_trace))
+        .route("/api/search", get(crate::tempo::tempo_search))
+        .route("/api/echo", get(crate::tempo::echo))
         .route(
             "/prom/api/v1/query",
             get(prom_api::query).post(prom_api::query),

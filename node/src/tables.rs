@@ -97,6 +97,10 @@ pub struct L7Row {
     /// the process is not on this host or already gone.
     pub gprocess_0: Arc<str>,
     pub gprocess_1: Arc<str>,
+    /// OpenTelemetry spans: the span kind (server, client, internal …); "" otherwise.
+    pub span_kind: &'static str,
+    /// OpenTelemetry spans: the resource's `service.name`; "" otherwise.
+    pub app_service: String,
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
@@ -206,6 +210,8 @@ pub fn l7_flow_log_schema() -> SchemaRef {
         opt("syscall_thread_1", DataType::UInt32),
         opt("req_tcp_seq", DataType::UInt32),
         opt("resp_tcp_seq", DataType::UInt32),
+        s("span_kind"),
+        s("app_service"),
     ]))
 }
 
@@ -283,6 +289,8 @@ pub fn l7_flow_log_batch(tags: &NodeTags, rows: &[L7Row]) -> Result<RecordBatch,
         )),
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.req_tcp_seq))),
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.resp_tcp_seq))),
+        strs(rows, |r| r.span_kind),
+        strs(rows, |r| &r.app_service),
     ];
     RecordBatch::try_new(l7_flow_log_schema(), columns)
 }
@@ -605,7 +613,7 @@ pub fn tag_kind_of(column: &str) -> Option<TagKind> {
         "request_domain" => TagKind::REQUEST_DOMAIN,
         "endpoint" => TagKind::ENDPOINT,
         "process_kname" => TagKind::PROCESS,
-        "auto_service" => TagKind::SERVICE,
+        "auto_service" | "app_service" => TagKind::SERVICE,
         "pod" => TagKind::POD,
         "gprocess_id" => TagKind::GPROCESS,
         "metric" | "measurement" | "field" => TagKind::METRIC,

@@ -328,7 +328,6 @@ impl Ingest {
         request: &ExportTraceServiceRequest,
         stats: &OtlpStats,
     ) -> Result<usize, Refused> {
-        stats.requests.fetch_add(1, Ordering::Relaxed);
         let rows = request_rows(request);
         if rows.is_empty() {
             return Ok(0);
@@ -359,6 +358,7 @@ pub async fn http_traces(
     body: Bytes,
 ) -> Response {
     let stats = &state.metrics.otlp;
+    stats.requests.fetch_add(1, Ordering::Relaxed);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -488,6 +488,7 @@ impl TraceService for GrpcTraces {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let request = request.into_inner();
         if let Err(message) = validate(&request) {
             self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);

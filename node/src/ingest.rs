@@ -120,6 +120,40 @@ impl Ingest {
         self.line_protocol.max_body_bytes
     }
 
+    /// The request body as sent (`Content-Encoding` identity or gzip), at most
+    /// [`Self::max_body_bytes`] once decompressed; else the status and message to answer.
+    pub(crate) fn decoded_body<'a>(
+        &self,
+        headers: &HeaderMap,
+        body: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, (StatusCode, String)> {
+        let limit = self.max_body_bytes();
+        match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+            None | Some(b"identity") => Ok(std::borrow::Cow::Borrowed(body)),
+            Some(b"gzip") => {
+                let mut out = Vec::new();
+                match flate2::read::GzDecoder::new(body)
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out)
+                {
+                    Err(e) => Err((StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}"))),
+                    Ok(n) if n > limit => Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("decompressed body exceeds the limit of {limit} bytes"),
+                    )),
+                    Ok(_) => Ok(std::borrow::Cow::Owned(out)),
+                }
+            }
+            Some(other) => Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "unsupported Content-Encoding {:?}",
+                    String::from_utf8_lossy(other)
+                ),
+            )),
+        }
+    }
+
     /// Encodes the batch's tags and appends it; returns once it is durable, or the status
     /// and message to answer with.
     pub(crate) async fn store_batch(
@@ -300,39 +334,9 @@ pub async fn influx_write(
         Ok(p) => p,
         Err(e) => return influx_error(status(e.http_status()), e.to_string()),
     };
-    let limit = ingest.line_protocol.max_body_bytes;
-    let body: Vec<u8> = match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
-        None | Some(b"identity") => body.to_vec(),
-        Some(b"gzip") => {
-            let mut out = Vec::new();
-            let read = flate2::read::GzDecoder::new(&body[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out);
-            match read {
-                Err(e) => {
-                    return influx_error(
-                        StatusCode::BAD_REQUEST,
-                        format!("invalid gzip body: {e}"),
-                    );
-                }
-                Ok(n) if n > limit => {
-                    return influx_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("decompressed body exceeds the limit of {limit} bytes"),
-                    );
-                }
-                Ok(_) => out,
-            }
-        }
-        Some(other) => {
-            return influx_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported Content-Encoding {:?}",
-                    String::from_utf8_lossy(other)
-                ),
-            );
-        }
+    let body = match ingest.decoded_body(&headers, &body) {
+        Ok(b) => b,
+        Err((code, message)) => return influx_error(code, message),
     };
     let parsed = match line_protocol::parse(&body, precision, &ingest.line_protocol) {
         Ok(p) => p,

@@ -40,6 +40,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use flowmesh_protocols::{L7Protocol, ResponseStatus};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -93,7 +94,7 @@ pub fn span_row(span: &Span, service: &str, pid: Option<u32>) -> L7Row {
     let messaging_system = attrs.str(&["messaging.system"]);
     let http_method = attrs.str(&["http.request.method", "http.method"]);
     if http_method.is_some() || attrs.has_prefix("http.") {
-        row.l7_protocol = "HTTP";
+        row.l7_protocol = L7Protocol::Http1.as_str();
         row.request_type = http_method.unwrap_or_default().to_owned();
         row.request_resource = attrs
             .str(&["url.full", "http.url", "http.target", "url.path"])
@@ -101,7 +102,7 @@ pub fn span_row(span: &Span, service: &str, pid: Option<u32>) -> L7Row {
             .to_owned();
         row.response_code = attrs.int(&["http.response.status_code", "http.status_code"]);
     } else if rpc_system == Some("grpc") {
-        row.l7_protocol = "gRPC";
+        row.l7_protocol = L7Protocol::Grpc.as_str();
         row.request_type = "POST".to_owned();
         let service = attrs.str(&["rpc.service"]).unwrap_or_default();
         let method = attrs.str(&["rpc.method"]).unwrap_or_default();
@@ -138,7 +139,9 @@ pub fn span_row(span: &Span, service: &str, pid: Option<u32>) -> L7Row {
         .and_then(|s| SpanStatus::try_from(s.code).ok())
         .unwrap_or(SpanStatus::Unset);
     row.response_status = match (row.l7_protocol, row.response_code) {
-        ("HTTP", Some(code)) => http_status(code),
+        ("HTTP", Some(code)) => u16::try_from(code)
+            .map_or(ResponseStatus::Unknown, ResponseStatus::from_http_code)
+            .as_str(),
         ("gRPC", Some(code)) if code != 0 => "server_error",
         _ if status_code == SpanStatus::Error => "server_error",
         _ => "ok",
@@ -184,15 +187,6 @@ fn port(value: Option<i32>) -> u16 {
     value.and_then(|p| u16::try_from(p).ok()).unwrap_or(0)
 }
 
-fn http_status(code: i32) -> &'static str {
-    match code {
-        100..=399 => "ok",
-        400..=499 => "client_error",
-        500..=599 => "server_error",
-        _ => "unknown",
-    }
-}
-
 fn span_kind_name(kind: SpanKind) -> &'static str {
     match kind {
         SpanKind::Unspecified => "unspecified",
@@ -208,17 +202,18 @@ fn span_kind_name(kind: SpanKind) -> &'static str {
 /// the same protocol name it; other systems keep no protocol.
 fn system_protocol(system: &str) -> &'static str {
     match system {
-        "redis" => "Redis",
-        "postgresql" => "PostgreSQL",
-        "mysql" | "mariadb" => "MySQL",
-        "mongodb" => "MongoDB",
-        "memcached" => "Memcached",
-        "kafka" => "Kafka",
-        "rabbitmq" => "AMQP",
-        "nats" => "NATS",
-        "dubbo" => "Dubbo",
-        _ => "",
+        "redis" => L7Protocol::Redis,
+        "postgresql" => L7Protocol::PostgreSql,
+        "mysql" | "mariadb" => L7Protocol::MySql,
+        "mongodb" => L7Protocol::MongoDb,
+        "memcached" => L7Protocol::Memcached,
+        "kafka" => L7Protocol::Kafka,
+        "rabbitmq" => L7Protocol::Amqp,
+        "nats" => L7Protocol::Nats,
+        "dubbo" => L7Protocol::Dubbo,
+        _ => return "",
     }
+    .as_str()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -377,37 +372,19 @@ pub async fn http_traces(
                 .into_response();
         }
     };
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let bad = |message: String| {
         stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
         (StatusCode::BAD_REQUEST, message).into_response()
     };
-    let limit = state.ingest.max_body_bytes();
-    let body = if gzip {
-        use std::io::Read;
-        let mut out = Vec::new();
-        match flate2::read::GzDecoder::new(&body[..])
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out)
-        {
-            Ok(_) if out.len() > limit => {
-                stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("decompressed body exceeds {limit} bytes"),
-                )
-                    .into_response();
-            }
-            Ok(_) => Bytes::from(out),
-            Err(e) => return bad(format!("invalid gzip body: {e}")),
+    let body = match state.ingest.decoded_body(&headers, &body) {
+        Ok(b) => b,
+        Err((code, message)) => {
+            stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+            return (code, message).into_response();
         }
-    } else {
-        body
     };
     let request = match encoding {
-        Encoding::Protobuf => match ExportTraceServiceRequest::decode(body) {
+        Encoding::Protobuf => match ExportTraceServiceRequest::decode(&body[..]) {
             Ok(r) => r,
             Err(e) => return bad(format!("invalid OTLP protobuf: {e}")),
         },

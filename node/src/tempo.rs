@@ -320,34 +320,33 @@ pub async fn tempo_search(
         Ok(a) => a,
         Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let spans = |batches: &[datafusion::arrow::record_batch::RecordBatch]| {
-        use datafusion::arrow::{array::AsArray, compute::cast, datatypes::DataType};
-        let mut out = Vec::new();
-        for b in batches {
-            let text = |i: usize| cast(b.column(i), &DataType::Utf8).ok();
-            let int = |i: usize| cast(b.column(i), &DataType::Int64).ok();
-            let (Some(id), Some(s), Some(e), Some(name)) = (text(0), int(1), int(2), text(3))
-            else {
-                continue;
-            };
-            let (id, name) = (id.as_string::<i32>(), name.as_string::<i32>());
-            let s = s.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            let e = e.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            for r in 0..b.num_rows() {
-                let (start, end) = (s.value(r), e.value(r));
-                out.push(json!({
-                    "traceID": id.value(r),
-                    "rootServiceName": "",
-                    "rootTraceName": name.value(r),
-                    "startTimeUnixNano": (start * 1000).to_string(),
-                    "durationMs": (end - start) / 1000,
-                }));
-            }
+    let mut traces = Vec::new();
+    for batch in &answer.output.batches {
+        let columns = (
+            trace::text_column(batch, "trace_id"),
+            trace::int_column(batch, "s"),
+            trace::int_column(batch, "e"),
+            trace::text_column(batch, "name"),
+        );
+        let (Ok(ids), Ok(starts), Ok(ends), Ok(names)) = columns else {
+            return bad(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected search result columns".into(),
+            );
+        };
+        for (((id, start), end), name) in ids.into_iter().zip(starts).zip(ends).zip(names) {
+            let (start, end) = (start.unwrap_or(0), end.unwrap_or(0));
+            traces.push(json!({
+                "traceID": id,
+                "rootServiceName": "",
+                "rootTraceName": name,
+                "startTimeUnixNano": (start * 1000).to_string(),
+                "durationMs": (end - start) / 1000,
+            }));
         }
-        out
-    };
+    }
     Json(json!({
-        "traces": spans(&answer.output.batches),
+        "traces": traces,
         "metrics": { "inspectedTraces": answer.output.num_rows() },
         "missingNodes": answer.missing,
     }))

@@ -325,28 +325,34 @@ fn round_sql(keys: &Keys, from_us: i64, to_us: i64) -> Option<String> {
     ))
 }
 
+/// A column of any string or dictionary type as strings (null: empty).
+pub fn text_column(batch: &RecordBatch, name: &str) -> Result<Vec<String>, String> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("column {name} missing"))?;
+    let col = cast(col, &DataType::Utf8).map_err(|e| e.to_string())?;
+    Ok(col
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// A column of any integer or timestamp type as i64 (timestamps: their raw unit).
+pub fn int_column(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, String> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("column {name} missing"))?;
+    let col = cast(col, &DataType::Int64).map_err(|e| e.to_string())?;
+    Ok(col.as_primitive::<Int64Type>().iter().collect())
+}
+
 /// Rows of a query over [`COLUMNS`] as spans.
 pub fn spans_from_batches(batches: &[RecordBatch]) -> Result<Vec<Span>, String> {
     let mut spans = Vec::new();
     for batch in batches {
-        let text = |name: &str| -> Result<Vec<String>, String> {
-            let col = batch
-                .column_by_name(name)
-                .ok_or_else(|| format!("column {name} missing"))?;
-            let col = cast(col, &DataType::Utf8).map_err(|e| e.to_string())?;
-            Ok(col
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.unwrap_or_default().to_owned())
-                .collect())
-        };
-        let int = |name: &str| -> Result<Vec<Option<i64>>, String> {
-            let col = batch
-                .column_by_name(name)
-                .ok_or_else(|| format!("column {name} missing"))?;
-            let col = cast(col, &DataType::Int64).map_err(|e| e.to_string())?;
-            Ok(col.as_primitive::<Int64Type>().iter().collect())
-        };
+        let text = |name: &str| text_column(batch, name);
+        let int = |name: &str| int_column(batch, name);
         let node = text("node")?;
         let signal_source = text("signal_source")?;
         let observation_point = text("observation_point")?;

@@ -70,25 +70,7 @@ fn http2_and_grpc_rows_from_nginx_curl_and_grpcio() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let (h2c, h2tls, grpc_port) = (free_port(), free_port(), free_port());
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    self_signed_cert(dir);
     let d = dir.display();
     let locations = "location = /ok { return 200 \"ok\\n\"; } location = /missing { return 404 \"missing\\n\"; }";
     std::fs::write(

@@ -13,24 +13,7 @@ fn https_requests_are_parsed_from_tls_plaintext() {
     require(&["nginx", "curl", "openssl"]);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-            ])
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem")),
-    );
+    self_signed_cert(dir);
     let port = free_port();
     let d = dir.display();
     std::fs::write(

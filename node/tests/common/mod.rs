@@ -49,6 +49,28 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
 }
 
 /// A free loopback TCP port.
+/// Writes `key.pem` and a self-signed `cert.pem` for `localhost` (one day) into `dir`.
+pub fn self_signed_cert(dir: &Path) {
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem")),
+    );
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

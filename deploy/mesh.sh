@@ -4,7 +4,7 @@
 # (Raft) group; all nodes join one libp2p mesh.
 #
 #   deploy/mesh.sh up      [-n NODES] [-r REGIONS] [--dir DIR] [--bin FLOWMESH] [--prefix P]
-#                          [--subnet A.B.C] [--token T] [--no-tls]
+#                          [--subnet A.B.C] [--token T] [--no-tls] [--capture]
 #   deploy/mesh.sh traffic [--dir DIR] [--seconds S]  writes request points into every node
 #   deploy/mesh.sh status  [--dir DIR]                one line per node, as the mesh sees it
 #   deploy/mesh.sh sql     [--dir DIR] [--scope S] [--strict] SQL   runs SQL on n1
@@ -17,8 +17,9 @@
 # the nodes are cut into M contiguous regions (n1..n3 → r1, n4..n6 → r2 for 6 and 2). Every
 # node uses the standard ports on its own address: HTTP 20416, Flight SQL 20417, peer (Raft
 # and mesh queries) 20418, libp2p 20419. The host reaches them through the bridge at
-# <subnet>.1. Capture is off: every namespace shares one kernel, so each node would capture
-# every other's traffic. The peer port speaks mutual TLS with certificates deploy/certs.sh
+# <subnet>.1. Capture is off unless --capture: then each node traces only the sockets of its
+# own namespace (`[capture] own_netns_only`), so processes started in a namespace
+# (`ip netns exec <prefix>-n<k> …`) are that node's host. The peer port speaks mutual TLS with certificates deploy/certs.sh
 # makes in DIR/pki (one per node, for its address) unless --no-tls. Defaults: 6 nodes,
 # 2 regions, DIR /tmp/flowmesh-mesh, prefix fm, subnet 10.213.0, the binary from
 # `cargo build` (release if built, else debug).
@@ -31,7 +32,7 @@ die() { echo "mesh.sh: $*" >&2; exit 1; }
 cmd=${1:-}; [ -n "$cmd" ] || die "usage: deploy/mesh.sh up|traffic|status|sql|kill|start|down [options]"
 shift
 nodes=6 regions=2 dir=/tmp/flowmesh-mesh bin="" prefix=fm subnet=10.213.0 token="" seconds=10
-scope=global strict="" target="" sql_text="" tls=1
+scope=global strict="" target="" sql_text="" tls=1 capture=false
 while [ $# -gt 0 ]; do
     case $1 in
         -n|--nodes) nodes=$2; shift 2 ;;
@@ -45,6 +46,7 @@ while [ $# -gt 0 ]; do
         --scope) scope=$2; shift 2 ;;
         --strict) strict=--strict; shift ;;
         --no-tls) tls=0; shift ;;
+        --capture) capture=true; shift ;;
         -*) die "unknown option $1" ;;
         *) if [ "$cmd" = sql ]; then sql_text=$1; else target=$1; fi; shift ;;
     esac
@@ -128,7 +130,8 @@ listen = "$ip:20416"
 listen = "$ip:20417"
 
 [capture]
-enabled = false
+enabled = $capture
+own_netns_only = true
 
 [kubernetes]
 enabled = false
@@ -172,8 +175,8 @@ up() {
     mkdir -p "$dir"
     dir=$(realpath "$dir")
     state=$dir/mesh.env
-    printf 'nodes=%s\nregions=%s\nprefix=%s\nsubnet=%s\nbin=%q\ntoken=%s\ntls=%s\n' \
-        "$nodes" "$regions" "$prefix" "$subnet" "$bin" "$token" "$tls" > "$state"
+    printf 'nodes=%s\nregions=%s\nprefix=%s\nsubnet=%s\nbin=%q\ntoken=%s\ntls=%s\ncapture=%s\n' \
+        "$nodes" "$regions" "$prefix" "$subnet" "$bin" "$token" "$tls" "$capture" > "$state"
     if [ "$tls" = 1 ]; then
         local specs=()
         for k in $(seq 1 "$nodes"); do specs+=("n$k=$(ip_of "$k")"); done

@@ -26,6 +26,9 @@ python3 -c 'import adbc_driver_flightsql.dbapi, pyarrow' 2>/dev/null ||
 python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check opentelemetry-sdk \
         opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc
+# psycopg2-binary (PyPI): the traced service's PostgreSQL client in the three-host trace test.
+python3 -c 'import psycopg2' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check psycopg2-binary
 # Test binaries run one after another (each may load eBPF programs); tests inside one
 # binary run in parallel.
 cargo test --workspace --no-fail-fast "$@"

@@ -7,7 +7,9 @@
 //! - `x_request_id_0`;
 //! - `(node, syscall trace id)` of server sessions: the kernel's per-thread id, which links
 //!   the server session a thread serves to the client sessions it opens meanwhile
-//!   (meaningful on one node only);
+//!   (meaningful on one node only). A server row's id finds its calls; a call's id finds
+//!   only the server row it was made for (so a trace found from below, by an app's trace
+//!   id, grows upwards too);
 //! - the TCP flow of the request's first byte `(req_tcp_seq, client_port, server_port)`,
 //!   which links a client's row to the server's row of the same request, across hosts.
 //!
@@ -20,11 +22,13 @@
 //!   trace id that contains it in time (one host, one clock);
 //! - an OpenTelemetry server span's parent is the eBPF server row of its node that carried
 //!   its parent id in a header (so the kernel's view sits between the caller and the app),
-//!   else that parent span; other spans' parent is their parent span.
+//!   else that parent span, else (a span the app started itself, behind a proxy that sets
+//!   `X-Request-ID`) the eBPF server row of its node with the same request id; other spans'
+//!   parent is their parent span.
 //!
 //! Rows of different observation points of one request stay separate spans, as in DeepFlow.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use datafusion::arrow::{
     array::AsArray,
@@ -214,6 +218,8 @@ struct Keys {
     trace_ids: BTreeSet<String>,
     request_ids: BTreeSet<String>,
     syscalls: BTreeSet<(String, u64)>,
+    /// Client rows' `(node, syscall trace id)`: they match server rows only.
+    sessions: BTreeSet<(String, u64)>,
     flows: BTreeSet<(i64, i64, i64)>,
 }
 
@@ -229,11 +235,16 @@ impl Keys {
             }
             // A server session's id is the one its thread got reading the request; the
             // client sessions it opened meanwhile carry it as their request's id. A client
-            // row's own ids are not keys: a client thread's ids come from reading earlier
-            // responses and would join unrelated requests.
-            if s.is_ebpf() && s.is_server() && s.syscall_trace_id_request != 0 {
-                keys.syscalls
-                    .insert((s.node.clone(), s.syscall_trace_id_request));
+            // row's id is a key for server rows only: a plain client thread's ids come from
+            // reading earlier responses and would join its unrelated calls to each other,
+            // but no server row has them (an id is made by one read, on one socket).
+            if s.is_ebpf() && s.syscall_trace_id_request != 0 {
+                let key = (s.node.clone(), s.syscall_trace_id_request);
+                if s.is_server() {
+                    keys.syscalls.insert(key);
+                } else if s.is_client() {
+                    keys.sessions.insert(key);
+                }
             }
             if let Some(flow) = s.flow()
                 && !s.is_otel()
@@ -247,11 +258,10 @@ impl Keys {
     fn matches(&self, s: &Span) -> bool {
         (!s.trace_id.is_empty() && self.trace_ids.contains(&s.trace_id))
             || (!s.x_request_id.is_empty() && self.request_ids.contains(&s.x_request_id))
-            || (s.is_ebpf()
-                && s.syscall_trace_id_request != 0
-                && self
-                    .syscalls
-                    .contains(&(s.node.clone(), s.syscall_trace_id_request)))
+            || (s.is_ebpf() && s.syscall_trace_id_request != 0 && {
+                let key = (s.node.clone(), s.syscall_trace_id_request);
+                self.syscalls.contains(&key) || (s.is_server() && self.sessions.contains(&key))
+            })
             || (!s.is_otel() && s.flow().is_some_and(|f| self.flows.contains(&f)))
     }
 
@@ -264,13 +274,11 @@ impl Keys {
         if !self.request_ids.is_empty() {
             any.push(format!("x_request_id_0 IN ({})", quoted(&self.request_ids)));
         }
-        let mut by_node: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (node, id) in &self.syscalls {
-            by_node.entry(node).or_default().push(*id);
+        let mut by_node: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        for (node, id) in self.syscalls.iter().chain(&self.sessions) {
+            by_node.entry(node).or_default().insert(*id);
         }
-        let mut nodes: Vec<_> = by_node.into_iter().collect();
-        nodes.sort();
-        for (node, ids) in nodes {
+        for (node, ids) in by_node {
             let ids = ids
                 .iter()
                 .map(u64::to_string)
@@ -524,6 +532,7 @@ pub fn link(spans: &mut [Span]) {
     let mut client_by_flow: HashMap<(i64, i64, i64), usize> = HashMap::new();
     let mut servers_by_syscall: HashMap<(&str, u64), Vec<usize>> = HashMap::new();
     let mut server_by_header: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut servers_by_request_id: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, s) in spans.iter().enumerate() {
         if s.is_otel() && !s.span_id.is_empty() {
             otel_by_id.entry(&s.span_id).or_insert(i);
@@ -544,6 +553,12 @@ pub fn link(spans: &mut [Span]) {
             if !s.span_id.is_empty() {
                 server_by_header.entry((&s.node, &s.span_id)).or_insert(i);
             }
+            if !s.x_request_id.is_empty() {
+                servers_by_request_id
+                    .entry((&s.node, &s.x_request_id))
+                    .or_default()
+                    .push(i);
+            }
         }
     }
     let mut parents = vec![None; spans.len()];
@@ -553,7 +568,24 @@ pub fn link(spans: &mut [Span]) {
                 .then(|| server_by_header.get(&(s.node.as_str(), s.parent_span_id.as_str())))
                 .flatten()
                 .copied();
-            via_kernel.or_else(|| otel_by_id.get(s.parent_span_id.as_str()).copied())
+            via_kernel
+                .or_else(|| otel_by_id.get(s.parent_span_id.as_str()).copied())
+                .or_else(|| {
+                    // a server span the app started itself (no caller span in the trace):
+                    // the kernel's server row of its node that carried the same request id,
+                    // the latest one begun by the span's start (one host: one clock)
+                    let candidates = (s.span_kind == "server" && !s.x_request_id.is_empty())
+                        .then(|| {
+                            servers_by_request_id.get(&(s.node.as_str(), s.x_request_id.as_str()))
+                        })
+                        .flatten()?;
+                    candidates
+                        .iter()
+                        .copied()
+                        .filter(|&j| spans[j].start_us <= s.start_us)
+                        .max_by_key(|&j| spans[j].start_us)
+                        .or_else(|| candidates.first().copied())
+                })
         } else if s.is_ebpf() && s.is_server() {
             s.flow()
                 .and_then(|f| client_by_flow.get(&f).copied())
@@ -805,6 +837,37 @@ mod tests {
     }
 
     #[test]
+    fn an_app_root_span_sits_under_the_server_row_with_its_request_id() {
+        // the proxy set X-Request-ID on its call: nginx's client row and the app's server
+        // row carry it, and so does the app's own root server span (as an
+        // http.request.header attribute); nginx's client row is not a server row
+        let mut spans = chain();
+        spans[2].x_request_id = "r9".into();
+        spans[3].x_request_id = "r9".into();
+        let root = Span {
+            node: "h3".into(),
+            signal_source: "otel".into(),
+            observation_point: "app".into(),
+            span_kind: "server".into(),
+            trace_id: "t2".into(),
+            span_id: "s2".into(),
+            x_request_id: "r9".into(),
+            start_us: 13,
+            end_us: 87,
+            ..Span::default()
+        };
+        spans.push(root.clone());
+        link(&mut spans);
+        assert_eq!(spans[6].parent, Some(3));
+        // another node's server row with the same id is not its parent
+        let mut spans = chain();
+        spans[1].x_request_id = "r9".into();
+        spans.push(root);
+        link(&mut spans);
+        assert_eq!(spans[6].parent, None);
+    }
+
+    #[test]
     fn keys_select_and_match_rows() {
         let spans = chain();
         let keys = Keys::of(&spans[1..3]);
@@ -828,8 +891,17 @@ mod tests {
             sql.contains("(node = 'h2' AND syscall_trace_id_request IN (77))"),
             "{sql}"
         );
-        // a client row's own id is no key
-        assert!(Keys::of(&spans[2..3]).syscalls.is_empty());
+        // a client row's id finds the server row of its node it was made for, and no
+        // other client row
+        let up = Keys::of(&spans[2..3]);
+        assert!(up.matches(&spans[1]), "nginx's server row, from its call");
+        let mut sibling = spans[2].clone();
+        sibling.req_tcp_seq = Some(99);
+        assert!(!up.matches(&sibling), "another call with the same id");
+        let mut elsewhere = spans[1].clone();
+        elsewhere.node = "h9".into();
+        elsewhere.req_tcp_seq = Some(98);
+        assert!(!up.matches(&elsewhere), "another node's server row");
         assert!(sql.contains("req_tcp_seq IN (10, 20)"), "{sql}");
         let mut quote = Keys::default();
         quote.request_ids.insert("a'b".into());

@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
+use std::{collections::BTreeMap, process::Command};
 
-use common::{NodeApi, run_ok, wait_for};
+use common::{NodeApi, mesh::Mesh, run_ok};
 use serde_json::Value;
 
 const TOKEN: &str = "mesh-e2e-token";
-const MESH_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mesh.sh");
 const REGIONS: [&str; 2] = ["r1", "r2"];
 const SERVICES: [&str; 3] = ["cart", "user", "db"];
 
@@ -24,93 +23,6 @@ fn points(i: usize) -> Vec<(&'static str, f64)> {
     (0..(5 + 3 * i))
         .map(|k| (SERVICES[(i + k) % 3], (k * 10 + i) as f64))
         .collect()
-}
-
-/// The mesh `deploy/mesh.sh up` made; `down` on drop, whatever happened.
-struct Mesh {
-    dir: PathBuf,
-    _root: tempfile::TempDir,
-    nodes: Vec<NodeApi>,
-    names: Vec<String>,
-}
-
-impl Mesh {
-    fn script(&self, args: &[&str]) -> std::process::Output {
-        run_ok(Command::new(MESH_SH).args(args).arg("--dir").arg(&self.dir))
-    }
-
-    fn up() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("mesh");
-        // a prefix and subnet of this run's own, so a leftover of another run cannot clash
-        let id = std::process::id();
-        let prefix = format!("fmt{}", id % 10_000);
-        let subnet = format!("10.214.{}", id % 200 + 20);
-        let mesh = Self {
-            dir,
-            _root: root,
-            nodes: (0..6)
-                .map(|i| NodeApi::new(format!("http://{subnet}.{}:20416", 11 + i)))
-                .collect(),
-            names: (1..=6).map(|i| format!("n{i}")).collect(),
-        };
-        mesh.script(&[
-            "up",
-            "--nodes",
-            "6",
-            "--regions",
-            "2",
-            "--bin",
-            env!("CARGO_BIN_EXE_flowmesh"),
-            "--prefix",
-            &prefix,
-            "--subnet",
-            &subnet,
-            "--token",
-            TOKEN,
-        ]);
-        mesh
-    }
-
-    fn log_text(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("n{}/node.log", i + 1))).unwrap_or_default()
-    }
-
-    fn warnings(&self, i: usize) -> String {
-        self.log_text(i)
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        let _ = Command::new(MESH_SH)
-            .arg("down")
-            .arg("--dir")
-            .arg(&self.dir)
-            .status();
-    }
-}
-
-fn wait_all_alive(mesh: &Mesh) {
-    for node in &mesh.nodes {
-        wait_for(
-            Duration::from_secs(60),
-            "every node to see six alive",
-            || {
-                let s = node.status();
-                let alive = s["mesh"]["nodes"]
-                    .as_array()?
-                    .iter()
-                    .filter(|n| n["alive"] == true)
-                    .count();
-                (alive == 6).then_some(())
-            },
-        );
-    }
 }
 
 fn write_points(node: &NodeApi, i: usize) {
@@ -258,7 +170,7 @@ fn served_during<T>(mesh: &Mesh, query: impl FnOnce() -> T) -> (T, Vec<f64>) {
 #[test]
 fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     common::require(&["python3", "ip", "curl"]);
-    let mesh = Mesh::up();
+    let mesh = Mesh::up(214, 6, 2, TOKEN, &[]);
     for (i, node) in mesh.nodes.iter().enumerate() {
         write_points(node, i);
     }
@@ -413,7 +325,7 @@ fn six_nodes_in_two_regions_answer_global_region_and_partial_queries() {
     assert_eq!(by_service(&body), expected_by_service(&[3, 5]));
 
     mesh.script(&["start", "n5"]);
-    wait_all_alive(&mesh);
+    mesh.wait_all_alive();
     for i in [0, 4] {
         let (code, body) = mesh.nodes[i].sql_scoped(BY_SERVICE, "global", true);
         assert_eq!(code, 200, "{}: {body}", mesh.names[i]);

@@ -13,12 +13,7 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashMap, process::Command, time::Duration};
 
 use common::{servers, *};
 use serde_json::{Value, json};
@@ -166,16 +161,13 @@ fn traces_join_kernel_rows_and_opentelemetry_spans() {
         ],
     );
     let redis = servers::redis();
-    let mut service = Command::new("python3")
-        .args(["-c", SERVICE, &node.api.base, &redis.port.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(service.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let service_port: u16 = line.trim().parse().expect("the service's port");
+    let (mut service, line) = spawn_first_line(Command::new("python3").args([
+        "-c",
+        SERVICE,
+        &node.api.base,
+        &redis.port.to_string(),
+    ]));
+    let service_port: u16 = line.parse().expect("the service's port");
     run_ok(Command::new("python3").args([
         "-c",
         CLIENT,

@@ -11,8 +11,21 @@ use std::{
 
 use serde_json::Value;
 
+pub mod mesh;
 pub mod prometheus;
 pub mod servers;
+
+/// Starts `cmd` with its stdout piped and returns it with the first line it prints (a
+/// server's port, or that it is ready).
+pub fn spawn_first_line(cmd: &mut Command) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_owned())
+}
 
 /// Fails the test with a clear message when a required program is missing.
 pub fn require(programs: &[&str]) {

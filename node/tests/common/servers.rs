@@ -199,7 +199,7 @@ pub fn postgres() -> Server {
     }
 }
 
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("postgresql is not installed")
         .flatten()

@@ -5,7 +5,10 @@
 //! its rounds over the mesh, and a trace missing a node's spans says so
 //! (`missing_nodes`; the `x-flowmesh-missing-nodes` header on the Tempo API).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Json,
@@ -172,11 +175,7 @@ fn otlp_span(s: &Span, trace_id: &[u8], parent: Vec<u8>) -> OtlpSpan {
         ("otel", _, "consumer") => SpanKind::Consumer,
         _ => SpanKind::Internal,
     };
-    let name = [&s.endpoint, &s.request_resource, &s.l7_protocol]
-        .into_iter()
-        .find(|v| !v.is_empty())
-        .cloned()
-        .unwrap_or_else(|| "span".into());
+    let name = s.name().to_owned();
     let mut attributes = vec![
         string("flowmesh.signal_source", &s.signal_source),
         string("flowmesh.observation_point", &s.observation_point),
@@ -310,45 +309,83 @@ pub async fn tempo_search(
     };
     let limit = params.limit.unwrap_or(20).min(1_000);
     let sql = format!(
-        "SELECT trace_id, min(start_time) AS s, max(end_time) AS e, min(endpoint) AS name \
+        "SELECT trace_id, min(start_time) AS s, max(end_time) AS e \
          FROM flow_log.l7_flow_log WHERE time >= to_timestamp_micros({start_us}) \
          AND time <= to_timestamp_micros({end_us}) AND {} GROUP BY trace_id{having} \
          ORDER BY s DESC LIMIT {limit}",
         filters.join(" AND ")
     );
-    let answer = match state.mesh.sql(&sql, scope, false).await {
+    let answer = match state.mesh.sql(&sql, scope.clone(), false).await {
         Ok(a) => a,
         Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let mut traces = Vec::new();
+    let mut found = Vec::new();
     for batch in &answer.output.batches {
         let columns = (
             trace::text_column(batch, "trace_id"),
             trace::int_column(batch, "s"),
             trace::int_column(batch, "e"),
-            trace::text_column(batch, "name"),
         );
-        let (Ok(ids), Ok(starts), Ok(ends), Ok(names)) = columns else {
+        let (Ok(ids), Ok(starts), Ok(ends)) = columns else {
             return bad(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "unexpected search result columns".into(),
             );
         };
-        for (((id, start), end), name) in ids.into_iter().zip(starts).zip(ends).zip(names) {
-            let (start, end) = (start.unwrap_or(0), end.unwrap_or(0));
-            traces.push(json!({
-                "traceID": id,
-                "rootServiceName": "",
-                "rootTraceName": name,
-                "startTimeUnixNano": (start * 1000).to_string(),
-                "durationMs": (end - start) / 1000,
-            }));
+        for ((id, start), end) in ids.into_iter().zip(starts).zip(ends) {
+            found.push((id, start.unwrap_or(0), end.unwrap_or(0)));
         }
     }
+    // each trace's root: its earliest span carrying the trace id
+    let ids: BTreeSet<String> = found.iter().map(|(id, _, _)| id.clone()).collect();
+    let mut roots: HashMap<String, Span> = HashMap::new();
+    let mut missing = answer.missing;
+    if !ids.is_empty() {
+        let sql = format!(
+            "SELECT {} FROM flow_log.l7_flow_log WHERE time >= to_timestamp_micros({start_us}) \
+             AND time <= to_timestamp_micros({end_us}) AND trace_id IN ({})",
+            trace::COLUMNS,
+            trace::quoted(&ids)
+        );
+        let spans = match state.mesh.sql(&sql, scope, false).await {
+            Ok(a) => {
+                missing.extend(a.missing);
+                trace::spans_from_batches(&a.output.batches)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let spans = match spans {
+            Ok(s) => s,
+            Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+        for span in spans {
+            match roots.get(&span.trace_id) {
+                Some(r) if r.start_us <= span.start_us => {}
+                _ => {
+                    roots.insert(span.trace_id.clone(), span);
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+    }
+    let traces: Vec<_> = found
+        .iter()
+        .map(|(id, start, end)| {
+            let root = roots.get(id);
+            json!({
+                "traceID": id,
+                "rootServiceName": root.map_or("", |r| r.service()),
+                "rootTraceName": root.map_or("", |r| r.name()),
+                "startTimeUnixNano": (start * 1000).to_string(),
+                "durationMs": (end - start) / 1000,
+            })
+        })
+        .collect();
     Json(json!({
         "traces": traces,
         "metrics": { "inspectedTraces": answer.output.num_rows() },
-        "missingNodes": answer.missing,
+        "missingNodes": missing,
     }))
     .into_response()
 }

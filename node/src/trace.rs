@@ -178,6 +178,14 @@ impl Span {
             .map_or("unknown", String::as_str)
     }
 
+    /// The span's name: its endpoint, else its request resource, else its protocol.
+    pub fn name(&self) -> &str {
+        [&self.endpoint, &self.request_resource, &self.l7_protocol]
+            .into_iter()
+            .find(|v| !v.is_empty())
+            .map_or("span", String::as_str)
+    }
+
     /// What identifies the row among all rows (rows have no id of their own).
     fn row_key(&self) -> String {
         format!(
@@ -306,7 +314,7 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn quoted(values: &BTreeSet<String>) -> String {
+pub fn quoted(values: &BTreeSet<String>) -> String {
     values
         .iter()
         .map(|v| literal(v))
@@ -695,11 +703,7 @@ pub fn render_tree(trace: &Trace) -> String {
             } else {
                 &s.l7_protocol
             },
-            if s.endpoint.is_empty() {
-                &s.request_resource
-            } else {
-                &s.endpoint
-            },
+            s.name(),
             code,
             s.response_status,
             (s.end_us - s.start_us) as f64 / 1000.0,

@@ -245,6 +245,15 @@ fn traces_join_kernel_rows_and_opentelemetry_spans() {
     for i in 0..REQUESTS {
         assert!(listed.contains(&trace_id(i).as_str()), "{found:#}");
     }
+    // the root is the client's row (it sent the traceparent): its process and path
+    let root = found["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["traceID"] == trace_id(3).as_str())
+        .unwrap();
+    assert_eq!(root["rootTraceName"], "/item", "{root}");
+    assert_eq!(root["rootServiceName"], "python3", "{root}");
 
     // the CLI prints the tree: a header and one indented line per span
     let out = run_ok(Command::new(env!("CARGO_BIN_EXE_flowmesh")).args([

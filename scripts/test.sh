@@ -12,7 +12,7 @@ apt_install clang-19 llvm-19 libbpf-dev ca-certificates procps python3 openssl \
     nginx curl apache2-utils \
     redis-server redis-tools memcached \
     postgresql postgresql-contrib mariadb-server mariadb-client \
-    dnsmasq-base dnsutils mosquitto mosquitto-clients \
+    dnsmasq-base dnsutils mosquitto mosquitto-clients nftables \
     prometheus prometheus-node-exporter
 # grpcio (PyPI): the gRPC server and client of the HTTP/2 end-to-end test.
 python3 -c 'import grpc' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check grpcio

@@ -305,6 +305,24 @@ impl DictionaryClient {
             .resource_versions(kind)
     }
 
+    /// The local replica's whole mapping, read from both sides: (kind, id, string) from
+    /// the id side and (kind, string, id) from the string side. It reads everything (for
+    /// `system.dictionary` and consistency checks); the two scans are not one snapshot, so
+    /// entries applied meanwhile may show on one side only.
+    #[allow(clippy::type_complexity)]
+    pub fn replica_entries(
+        &self,
+    ) -> Result<(
+        Vec<(TagKind, DictionaryId, String)>,
+        Vec<(TagKind, String, DictionaryId)>,
+    )> {
+        let core = &self.shared.core;
+        let view = core
+            .view()
+            .ok_or(ConsensusError::ShuttingDown { node_id: core.id })?;
+        Ok((view.entries()?, view.forward_entries()?))
+    }
+
     /// The node's dictionary counters.
     pub fn stats(&self) -> DictionaryStats {
         self.shared.core.counters.snapshot()

@@ -8,19 +8,19 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use datafusion::arrow::{
     array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array},
     datatypes::{
-        ArrowDictionaryKeyType, ArrowNativeType, DataType, Int8Type, Int16Type, Int32Type,
-        Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+        ArrowDictionaryKeyType, ArrowNativeType, DataType, Field, Int8Type, Int16Type, Int32Type,
+        Int64Type, Schema, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
     },
     record_batch::RecordBatch,
 };
 use flowmesh_consensus::{
-    ConsensusConfig, ConsensusError, DictionaryClient, DictionaryNode, NodeRole, ResourceVersion,
-    TagKind,
+    ConsensusConfig, ConsensusError, DictionaryClient, DictionaryId, DictionaryNode, NodeRole,
+    ResourceVersion, TagKind,
 };
 use flowmesh_query_planner::tags::{TagDictionary, tag_kind};
 use flowmesh_storage::TableDef;
 
-use crate::tables;
+use crate::tables::{self, snapshot::SnapshotTable};
 
 /// Why a batch could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +395,60 @@ impl TagDictionary for QueryDictionary {
             }
         }
     }
+}
+
+/// `system.dictionary`: the node's replica of its region's tag dictionary, one row per
+/// (kind, id, value) read at scan time, with `forward_id`, the id the string side of the
+/// replica gives the value. A string side entry with no id side has a null `id`. In a
+/// sound replica `id = forward_id` on every row; the chaos tests and operators check it
+/// (and compare replicas across nodes) with SQL.
+pub fn dictionary_table(client: DictionaryClient) -> SnapshotTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("id", DataType::UInt32, true),
+        Field::new("value", DataType::Utf8, false),
+        Field::new("forward_id", DataType::UInt32, true),
+    ]));
+    SnapshotTable::new(Arc::clone(&schema), move || {
+        replica_batch(&client, Arc::clone(&schema))
+    })
+}
+
+fn replica_batch(client: &DictionaryClient, schema: SchemaRef) -> Result<RecordBatch, String> {
+    let (by_id, by_string) = client.replica_entries().map_err(|e| e.to_string())?;
+    let mut forward: HashMap<(TagKind, String), DictionaryId> = by_string
+        .into_iter()
+        .map(|(kind, value, id)| ((kind, value), id))
+        .collect();
+    let mut kinds = Vec::new();
+    let mut ids = Vec::new();
+    let mut values = Vec::new();
+    let mut forward_ids = Vec::new();
+    for (kind, id, value) in by_id {
+        let forward_id = forward.remove(&(kind, value.clone()));
+        kinds.push(kind.to_string());
+        ids.push(Some(id));
+        values.push(value);
+        forward_ids.push(forward_id);
+    }
+    let mut orphans: Vec<_> = forward.into_iter().collect();
+    orphans.sort();
+    for ((kind, value), id) in orphans {
+        kinds.push(kind.to_string());
+        ids.push(None);
+        values.push(value);
+        forward_ids.push(Some(id));
+    }
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(kinds)),
+            Arc::new(UInt32Array::from(ids)),
+            Arc::new(StringArray::from(values)),
+            Arc::new(UInt32Array::from(forward_ids)),
+        ],
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use crate::{
     config::NodeConfig,
     dictionary::{Dictionary, QueryDictionary, TagEncoder},
     error::NodeError,
-    metrics::{HttpStats, Metrics, MetricsTable},
+    metrics::{HttpStats, Metrics},
     packet::{PacketRunner, PacketStats},
     server::ApiState,
     tables::NodeTags,
@@ -142,7 +142,11 @@ impl Node {
             .collect();
         providers.push((
             "system.metrics".into(),
-            Arc::new(MetricsTable::new(Arc::clone(&metrics))),
+            Arc::new(metrics::metrics_table(Arc::clone(&metrics))),
+        ));
+        providers.push((
+            "system.dictionary".into(),
+            Arc::new(dictionary::dictionary_table(dictionary.client())),
         ));
         let engine = Arc::new(
             QueryEngine::new(

@@ -9,22 +9,14 @@ use std::{
     },
 };
 
-use async_trait::async_trait;
-use datafusion::{
-    arrow::{
-        array::{StringArray, UInt64Array},
-        datatypes::{DataType, Field, Schema, SchemaRef},
-        record_batch::RecordBatch,
-    },
-    catalog::Session,
-    common::Result as DfResult,
-    datasource::{TableProvider, TableType, memory::MemorySourceConfig},
-    physical_plan::ExecutionPlan,
-    prelude::Expr,
+use datafusion::arrow::{
+    array::{StringArray, UInt64Array},
+    datatypes::{DataType, Field, Schema},
+    record_batch::RecordBatch,
 };
 use flowmesh_storage::Shard;
 
-use crate::{capture::CaptureStats, packet::PacketStats};
+use crate::{capture::CaptureStats, packet::PacketStats, tables::snapshot::SnapshotTable};
 
 /// HTTP front-end counters.
 #[derive(Debug, Default)]
@@ -535,53 +527,20 @@ impl Metrics {
 }
 
 /// `system.metrics`: the same counters as rows (name, value), read at scan time.
-#[derive(Debug)]
-pub struct MetricsTable {
-    metrics: Arc<Metrics>,
-}
-
-impl MetricsTable {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
-    }
-
-    fn schema_ref() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("value", DataType::UInt64, false),
-        ]))
-    }
-}
-
-#[async_trait]
-impl TableProvider for MetricsTable {
-    fn schema(&self) -> SchemaRef {
-        Self::schema_ref()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let samples = self.metrics.samples();
-        let batch = RecordBatch::try_new(
-            Self::schema_ref(),
+pub fn metrics_table(metrics: Arc<Metrics>) -> SnapshotTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::UInt64, false),
+    ]));
+    SnapshotTable::new(Arc::clone(&schema), move || {
+        let samples = metrics.samples();
+        RecordBatch::try_new(
+            Arc::clone(&schema),
             vec![
                 Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.0))),
                 Arc::new(UInt64Array::from_iter_values(samples.iter().map(|s| s.3))),
             ],
-        )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            Self::schema_ref(),
-            projection.cloned(),
-        )?)
-    }
+        )
+        .map_err(|e| e.to_string())
+    })
 }

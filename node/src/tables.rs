@@ -20,6 +20,7 @@ use flowmesh_storage::TableDef;
 
 pub mod ingested;
 pub mod network;
+pub mod snapshot;
 
 use crate::capture::procinfo::ProcessInfo;
 

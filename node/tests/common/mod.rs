@@ -47,19 +47,7 @@ pub fn require(programs: &[&str]) {
 }
 
 /// Runs `cmd` to its end; fails the test with its output unless it succeeded.
-pub fn run_ok(cmd: &mut Command) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+pub use flowmesh_chaos_tests::run_ok;
 
 /// A free loopback TCP port.
 /// Writes `key.pem` and a self-signed `cert.pem` for `localhost` (one day) into `dir`.

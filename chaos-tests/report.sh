@@ -25,10 +25,15 @@ for line in open(rows_file):
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
     by.setdefault(cells[0], []).append(cells[1:])
 print("# Reliability: the chaos scenarios (issue 7)\n")
-print("Made by `chaos-tests/report.sh %s %s` (%s runs of each scenario, %s fault cycles per run,"
-      " a debug build). The harness is `chaos-tests/` and the scenarios are"
-      " `node/tests/chaos.rs`; the suite runs each once with 2 cycles. What each invariant"
-      " means is in `chaos-tests/src/lib.rs`.\n" % (runs, cycles, runs, cycles))
+print("Made by `chaos-tests/report.sh %s %s`: %s runs of each scenario, %s fault cycles per run,\n"
+      "a debug build. The harness is `chaos-tests/` and the scenarios are `node/tests/chaos.rs`;\n"
+      "the suite runs each once with 2 cycles. What each invariant means is in\n"
+      "`chaos-tests/src/lib.rs`; a run's seed replays it (`CHAOS_SEED`).\n" % (runs, cycles, runs, cycles))
+print("- *found after recovery* may exceed *acknowledged*: a write whose answer was lost (a\n"
+      "  timeout while a node was paused or dying) can still have been stored.\n"
+      "- *slowest write*: the longest a writer waited for an answer, acknowledged or not.\n"
+      "- *peak node RSS*: the largest resident memory of any node, sampled after each cycle. The\n"
+      "  node has no overall memory cap yet, so this is recorded, not checked.\n")
 total_v = 0
 for name, rs in by.items():
     print("## %s\n" % name)

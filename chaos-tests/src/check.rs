@@ -145,12 +145,12 @@ pub fn during_fault(
 }
 
 /// The dictionary replicas: each one-to-one (its id side and string side agree), and all
-/// replicas of one region equal (retried for up to `wait`, while learners catch up).
-/// `regions[i]` is node `i`'s region.
-pub fn dictionaries(mesh: &MeshSh, regions: &[String], wait: Duration) -> Vec<String> {
+/// replicas of one region (as each node's status names it) equal, retried for up to
+/// `wait` while learners catch up.
+pub fn dictionaries(mesh: &MeshSh, wait: Duration) -> Vec<String> {
     let deadline = Instant::now() + wait;
     loop {
-        let violations = dictionaries_once(mesh, regions);
+        let violations = dictionaries_once(mesh);
         if violations.is_empty() || Instant::now() > deadline {
             return violations;
         }
@@ -160,10 +160,15 @@ pub fn dictionaries(mesh: &MeshSh, regions: &[String], wait: Duration) -> Vec<St
 
 type Mapping = BTreeSet<(String, u64, String)>;
 
-fn dictionaries_once(mesh: &MeshSh, regions: &[String]) -> Vec<String> {
+fn dictionaries_once(mesh: &MeshSh) -> Vec<String> {
     let mut violations = Vec::new();
-    let mut by_region: BTreeMap<&str, Vec<(String, Mapping)>> = BTreeMap::new();
-    for (i, region) in regions.iter().enumerate().take(mesh.nodes) {
+    let mut by_region: BTreeMap<String, Vec<(String, Mapping)>> = BTreeMap::new();
+    for i in 0..mesh.nodes {
+        let Some(region) = status(mesh, i).and_then(|s| s["region"].as_str().map(str::to_owned))
+        else {
+            violations.push(format!("{}: no status", mesh.name(i)));
+            continue;
+        };
         let body = match sql(
             &mesh.base(i),
             "SELECT kind, id, value, forward_id FROM system.dictionary",
@@ -235,17 +240,23 @@ pub fn no_panics(mesh: &MeshSh) -> Vec<String> {
         .collect()
 }
 
-/// The node whose dictionary group (region) it leads, as its `/v1/status` says: the first
-/// node among `among` that reports itself leader.
+/// Node `i`'s `/v1/status`, if it answers.
+pub fn status(mesh: &MeshSh, i: usize) -> Option<Value> {
+    http()
+        .get(format!("{}/v1/status", mesh.base(i)))
+        .send()
+        .ok()?
+        .json()
+        .ok()
+}
+
+/// The first node among `among` whose `/v1/status` says it leads its region's dictionary
+/// group.
 pub fn leader(mesh: &MeshSh, among: &[usize]) -> Option<usize> {
-    among.iter().copied().find(|&i| {
-        http()
-            .get(format!("{}/v1/status", mesh.base(i)))
-            .send()
-            .ok()
-            .and_then(|r| r.json::<Value>().ok())
-            .is_some_and(|s| s["dictionary"]["role"] == "leader")
-    })
+    among
+        .iter()
+        .copied()
+        .find(|&i| status(mesh, i).is_some_and(|s| s["dictionary"]["role"] == "leader"))
 }
 
 /// Until every node sees all `mesh.nodes` nodes alive (up to `wait`).
@@ -253,11 +264,7 @@ pub fn wait_all_alive(mesh: &MeshSh, wait: Duration) -> Result<(), String> {
     let deadline = Instant::now() + wait;
     for i in 0..mesh.nodes {
         loop {
-            let alive = http()
-                .get(format!("{}/v1/status", mesh.base(i)))
-                .send()
-                .ok()
-                .and_then(|r| r.json::<Value>().ok())
+            let alive = status(mesh, i)
                 .and_then(|s| {
                     s["mesh"]["nodes"]
                         .as_array()

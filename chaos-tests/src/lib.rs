@@ -29,12 +29,15 @@ pub use report::Report;
 pub use rng::Rng;
 pub use workload::{Log, Writer};
 
-/// One HTTP client for the harness: short timeouts, so a paused node costs seconds, not
+/// The harness's one HTTP client: short timeouts, so a paused node costs seconds, not
 /// minutes.
-pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(20))
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .build()
-        .unwrap_or_else(|e| panic!("http client: {e}"))
+pub fn http() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap_or_else(|e| panic!("http client: {e}"))
+    })
 }

@@ -53,11 +53,17 @@ fn bad(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// The `?scope=` of a call, else the node's default; a bad one is answered 400.
+fn scope_of(state: &ApiState, param: Option<&str>) -> Result<Scope, String> {
+    match param {
+        Some(s) => Scope::parse(s).map_err(|e| e.to_string()),
+        None => Ok(state.default_scope.clone()),
+    }
+}
+
 async fn assemble(state: &ApiState, seed: &Seed, params: &TraceParams) -> Result<Trace, Response> {
-    let scope = match &params.scope {
-        Some(s) => Scope::parse(s).map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?,
-        None => state.default_scope.clone(),
-    };
+    let scope =
+        scope_of(state, params.scope.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
     let (from_us, to_us) = match (params.start, params.end) {
         (Some(s), Some(e)) if s <= e => (s * 1_000_000, e * 1_000_000 + 999_999),
         (Some(_), Some(_)) => {
@@ -269,12 +275,9 @@ pub async fn tempo_search(
     State(state): State<ApiState>,
     Query(params): Query<SearchParams>,
 ) -> Response {
-    let scope = match &params.scope {
-        Some(s) => match Scope::parse(s) {
-            Ok(s) => s,
-            Err(e) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
-        },
-        None => state.default_scope.clone(),
+    let scope = match scope_of(&state, params.scope.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
     };
     let end_us = params.end.map_or_else(now_us, |e| e * 1_000_000 + 999_999);
     let start_us = params

@@ -64,6 +64,7 @@ impl CaptureRunner {
         config: &CaptureConfig,
         tags: NodeTags,
         stats: Arc<CaptureStats>,
+        processes: procinfo::SharedProcesses,
         output: mpsc::Sender<RowBatches>,
         cancel: CancellationToken,
     ) -> Result<Self, NodeError> {
@@ -85,6 +86,7 @@ impl CaptureRunner {
             },
             tags,
             Arc::clone(&stats),
+            processes,
         );
         let interval = config.batch_interval;
         let tls = config.tls;

@@ -44,7 +44,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    dictionary::TagEncoder,
+    dictionary::{EncodeError, TagEncoder},
     server::ApiState,
     tables::{
         NodeTags,
@@ -81,6 +81,8 @@ pub struct Ingest {
     line_protocol: line_protocol::Limits,
     /// `metric{labels}` → the newest sample time stored (ms).
     newest: Mutex<HashMap<String, i64>>,
+    /// The processes that send OpenTelemetry spans, for AutoTagging them.
+    pub(crate) otlp_senders: crate::otlp::Senders,
 }
 
 impl Ingest {
@@ -90,6 +92,7 @@ impl Ingest {
         shard: Arc<Shard>,
         stats: Arc<IngestStats>,
         max_body_bytes: usize,
+        processes: crate::capture::procinfo::SharedProcesses,
     ) -> Self {
         let remote_write = remote_write::Limits {
             max_compressed_bytes: max_body_bytes,
@@ -100,13 +103,14 @@ impl Ingest {
             ..line_protocol::Limits::default()
         };
         Self {
-            tags,
             encoder,
             shard,
             stats,
             remote_write,
             line_protocol,
             newest: Mutex::new(HashMap::new()),
+            otlp_senders: crate::otlp::Senders::new(Arc::clone(&tags.node), processes),
+            tags,
         }
     }
 
@@ -167,18 +171,43 @@ impl Ingest {
         };
         let encoded = match self.encoder.encode(table, &batch).await {
             Ok(b) => b,
-            Err(e) if e.is_retryable() => {
-                return failed(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("tag dictionary unavailable, retry: {e}"),
-                );
-            }
-            Err(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e) => return failed(encode_status(&e), encode_message(&e)),
         };
         if let Err(e) = self.shard.append(vec![(table.to_string(), encoded)]).await {
             return failed(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}"));
         }
         Ok(())
+    }
+
+    /// Registers process resources (a [`crate::tables::process_batch`]) in the dictionary,
+    /// as capture does for the processes it sees; the status and message to answer with if
+    /// it cannot.
+    pub(crate) async fn register_processes(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(), (StatusCode, String)> {
+        self.encoder.register_processes(batch).await.map_err(|e| {
+            self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            (encode_status(&e), encode_message(&e))
+        })
+    }
+}
+
+/// A dictionary that cannot assign ids right now is worth retrying (503); anything else
+/// is not.
+fn encode_status(e: &EncodeError) -> StatusCode {
+    if e.is_retryable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+fn encode_message(e: &EncodeError) -> String {
+    if e.is_retryable() {
+        format!("tag dictionary unavailable, retry: {e}")
+    } else {
+        e.to_string()
     }
 }
 

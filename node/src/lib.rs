@@ -210,11 +210,16 @@ impl Node {
                 capture_cancel.clone(),
             )?)
         };
+        // one registry of processes for capture and OTLP, so both tag a process alike
+        let processes: capture::procinfo::SharedProcesses = Arc::new(parking_lot::Mutex::new(
+            capture::procinfo::Processes::new(Arc::clone(&tags.node)),
+        ));
         let capture = if config.capture.enabled {
             Some(CaptureRunner::start(
                 &config.capture,
                 tags.clone(),
                 capture_stats,
+                Arc::clone(&processes),
                 tx,
                 capture_cancel.clone(),
             )?)
@@ -334,6 +339,7 @@ impl Node {
             Arc::clone(&shard),
             Arc::clone(&metrics.ingest),
             config.http.max_body_bytes,
+            processes,
         ));
         let otlp_grpc_addr = if config.otlp.grpc_enabled {
             let (listener, addr) =
@@ -387,6 +393,8 @@ impl Node {
         let app = server::router(state, config.http.max_body_bytes);
         let cancel = http_cancel.clone();
         tasks.spawn(async move {
+            // each request knows its connection: OTLP finds the sending process by it
+            let app = app.into_make_service_with_connect_info::<otlp::Connection>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(cancel.cancelled_owned())
                 .await

@@ -21,7 +21,11 @@
 //!   (`ERROR` → server_error, otherwise ok); `response_exception`: the status message, or
 //!   the first `exception` event's `exception.message`;
 //! - `ip_0`/`client_port` and `ip_1`/`server_port` from the client/server address
-//!   attributes; `process_id` (of the span's side) from the resource's `process.pid`;
+//!   attributes;
+//! - the process on the span's side (side 1 for server and consumer spans, else side 0),
+//!   AutoTagged like captured rows (see [`Senders`]): `gprocess_id`, from which
+//!   `process_kname`, `auto_service`, the container and the pod are derived, and
+//!   `process_id`;
 //! - `x_request_id_0` from an `http.request.header.<name>` attribute of a configured
 //!   request-id header (`capture.request_id_headers`).
 //!
@@ -29,14 +33,19 @@
 //! bodies get 400, a dictionary without a leader 503 (both the OTLP exporters' conventions:
 //! 400 is not retried, 503 is).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use axum::{
+    Extension,
     body::Bytes,
-    extract::State,
+    extract::{ConnectInfo, State, connect_info::Connected},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -47,14 +56,17 @@ use opentelemetry_proto::tonic::{
         trace_service_server::{TraceService, TraceServiceServer},
     },
     common::v1::{AnyValue, KeyValue, any_value::Value},
+    resource::v1::Resource,
     trace::v1::{Span, span::SpanKind, status::StatusCode as SpanStatus},
 };
+use parking_lot::Mutex;
 use prost::Message;
 
 use crate::{
+    capture::procinfo::{ProcessInfo, SharedProcesses, connection_peer_pid},
     ingest::Ingest,
     server::ApiState,
-    tables::{L7_FLOW_LOG, L7Row, l7_flow_log_batch},
+    tables::{L7_FLOW_LOG, L7Row, l7_flow_log_batch, process_batch},
 };
 
 /// Counters for `/metrics`.
@@ -65,9 +77,9 @@ pub struct OtlpStats {
     pub rejected_requests: AtomicU64,
 }
 
-/// The row of one span; `service` is its resource's `service.name`, `pid` its
-/// `process.pid`.
-pub fn span_row(span: &Span, service: &str, pid: Option<u32>) -> L7Row {
+/// The row of one span; `service` is its resource's `service.name`, `process` the process
+/// that produced it as far as it is known (its pid, and its AutoTagging resource).
+pub fn span_row(span: &Span, service: &str, process: &SpanProcess) -> L7Row {
     let attrs = Attributes(&span.attributes);
     let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
     let start_us = (span.start_time_unix_nano / 1_000) as i64;
@@ -171,12 +183,22 @@ pub fn span_row(span: &Span, service: &str, pid: Option<u32>) -> L7Row {
             row.ip_0 = client.or(peer).unwrap_or_default().to_owned();
             row.client_port = port(attrs.int(&["client.port"]).or(peer_port));
             row.server_port = port(server_port);
-            row.process_id_1 = pid;
+            row.process_id_1 = process.pid;
+            if let Some(p) = &process.info {
+                row.gprocess_1 = Arc::clone(&p.key);
+                row.process_kname_1 = Arc::clone(&p.name);
+                row.auto_service_1 = Arc::clone(&p.service);
+            }
         }
         _ => {
             row.ip_1 = peer.unwrap_or_default().to_owned();
             row.server_port = port(server_port.or(peer_port));
-            row.process_id_0 = pid;
+            row.process_id_0 = process.pid;
+            if let Some(p) = &process.info {
+                row.gprocess_0 = Arc::clone(&p.key);
+                row.process_kname_0 = Arc::clone(&p.name);
+                row.auto_service_0 = Arc::clone(&p.service);
+            }
         }
     }
     row.x_request_id_0 = attrs.request_id().unwrap_or_default();
@@ -286,27 +308,216 @@ impl<'a> Attributes<'a> {
     }
 }
 
-/// The rows of every span of a request.
-pub fn request_rows(request: &ExportTraceServiceRequest) -> Vec<L7Row> {
+/// The process behind a resource's spans.
+#[derive(Debug, Clone, Default)]
+pub struct SpanProcess {
+    pub pid: Option<u32>,
+    /// Its process resource; `None` when nothing identifies one.
+    pub info: Option<Arc<ProcessInfo>>,
+}
+
+/// The rows of every span of a request; `process` names the process behind each resource.
+pub fn request_rows(
+    request: &ExportTraceServiceRequest,
+    mut process: impl FnMut(Option<&Resource>) -> SpanProcess,
+) -> Vec<L7Row> {
     let mut rows = Vec::new();
     for resource_spans in &request.resource_spans {
-        let resource = resource_spans
-            .resource
-            .as_ref()
-            .map(|r| Attributes(&r.attributes));
+        let resource = resource_spans.resource.as_ref();
         let service = resource
-            .as_ref()
-            .and_then(|r| r.str(&["service.name"]))
+            .and_then(|r| Attributes(&r.attributes).str(&["service.name"]))
             .unwrap_or("unknown_service");
-        let pid = resource
-            .as_ref()
-            .and_then(|r| r.int(&["process.pid"]))
-            .and_then(|p| u32::try_from(p).ok());
+        let process = process(resource);
         for scope in &resource_spans.scope_spans {
-            rows.extend(scope.spans.iter().map(|s| span_row(s, service, pid)));
+            rows.extend(scope.spans.iter().map(|s| span_row(s, service, &process)));
         }
     }
     rows
+}
+
+/// Both ends of a connection to one of the node's servers, for finding the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Connection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Connection {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        let remote = *stream.remote_addr();
+        Self {
+            local: stream.io().local_addr().unwrap_or(remote),
+            remote,
+        }
+    }
+}
+
+/// Connections whose sender is remembered at most; the table is emptied when full.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long a connection's sender is remembered (a closed connection's port may be reused).
+const CONNECTION_TTL_NS: u64 = 60_000_000_000;
+
+/// Which process sends spans, so that they are AutoTagged like captured rows: the same
+/// process resource (`gprocess`, DESIGN.md §5), so the same `process_kname`,
+/// `auto_service`, container and pod.
+///
+/// - **A sender on this host** is found from its connection: the socket at the other end
+///   (`/proc/net/tcp`) and the process holding it, once per connection. If the resource's
+///   `process.pid` names another process (a collector forwarding others' spans), the
+///   resource describes it instead, as below.
+/// - **A sender elsewhere** is described by its resource alone, when it names a process
+///   (`process.pid`) or a container (`container.id`): the resource key is
+///   `otel/<host.name>/<pid>/<service.name>`, and `process.executable.name`,
+///   `process.command_line`, `process.executable.path` and `container.id` fill its
+///   attributes, `service.name` its `auto_service`. A container id leads to its pod
+///   through the Kubernetes resources, as for captured rows.
+pub struct Senders {
+    node: Arc<str>,
+    /// The node's registry, shared with capture.
+    processes: SharedProcesses,
+    state: Mutex<SendersState>,
+}
+
+struct SendersState {
+    /// connection → (its sender's pid, when looked up)
+    connections: HashMap<Connection, (Option<u32>, u64)>,
+    /// Resource-described processes by key, and those not yet registered.
+    described: HashMap<Arc<str>, Arc<ProcessInfo>>,
+    new: Vec<Arc<ProcessInfo>>,
+}
+
+impl Senders {
+    pub fn new(node: Arc<str>, processes: SharedProcesses) -> Self {
+        Self {
+            processes,
+            state: Mutex::new(SendersState {
+                connections: HashMap::new(),
+                described: HashMap::new(),
+                new: Vec::new(),
+            }),
+            node,
+        }
+    }
+
+    /// The pid of the local process at the other end of `connection`, looked up once per
+    /// connection (off the async threads: it scans /proc).
+    async fn connection_pid(&self, connection: Connection) -> Option<u32> {
+        let now = monotonic_ns();
+        if let Some((pid, at)) = self.state.lock().connections.get(&connection)
+            && now.saturating_sub(*at) < CONNECTION_TTL_NS
+        {
+            return *pid;
+        }
+        let pid = tokio::task::spawn_blocking(move || {
+            connection_peer_pid(connection.local, connection.remote)
+        })
+        .await
+        .ok()
+        .flatten();
+        let mut state = self.state.lock();
+        if state.connections.len() >= MAX_CONNECTIONS {
+            state.connections.clear();
+        }
+        state.connections.insert(connection, (pid, now));
+        pid
+    }
+
+    /// The process behind one resource's spans, sent over a connection whose local
+    /// sender (if any) is `sender`.
+    fn process(&self, resource: Option<&Resource>, sender: Option<u32>) -> SpanProcess {
+        let attrs = Attributes(resource.map_or(&[], |r| &r.attributes[..]));
+        let resource_pid = attrs
+            .int(&["process.pid"])
+            .and_then(|p| u32::try_from(p).ok());
+        let service = attrs.str(&["service.name"]).unwrap_or("unknown_service");
+        let mut state = self.state.lock();
+        // the sender itself, unless the resource names another process (a collector
+        // forwarding others' spans): that one is described from the resource below
+        if let Some(pid) =
+            sender.filter(|&pid| resource_pid.is_none_or(|r| r == pid || ns_pid(pid) == Some(r)))
+        {
+            let info = self.processes.lock().get(pid, service, monotonic_ns());
+            return SpanProcess {
+                pid: Some(pid),
+                info: (!info.key.is_empty()).then_some(info),
+            };
+        }
+        let container = attrs.str(&["container.id"]).unwrap_or_default();
+        if resource_pid.is_none() && container.is_empty() {
+            return SpanProcess {
+                pid: None,
+                info: None,
+            };
+        }
+        let host = attrs.str(&["host.name"]).unwrap_or(&self.node);
+        let name = attrs
+            .str(&["process.executable.name", "process.command"])
+            .unwrap_or(service);
+        let info = ProcessInfo {
+            key: format!("otel/{host}/{}/{service}", resource_pid.unwrap_or(0)).into(),
+            name: name.into(),
+            service: service.into(),
+            cmdline: attrs
+                .str(&["process.command_line"])
+                .unwrap_or_default()
+                .into(),
+            exe: attrs
+                .str(&["process.executable.path"])
+                .unwrap_or_default()
+                .into(),
+            container_id: container.into(),
+            valid_from_us: now_us(),
+        };
+        let info = match state.described.get(&info.key) {
+            Some(known) if known.same_attributes(&info) => Arc::clone(known),
+            _ => {
+                if state.described.len() >= MAX_CONNECTIONS {
+                    state.described.clear();
+                }
+                let info = Arc::new(info);
+                state
+                    .described
+                    .insert(Arc::clone(&info.key), Arc::clone(&info));
+                state.new.push(Arc::clone(&info));
+                info
+            }
+        };
+        SpanProcess {
+            pid: resource_pid,
+            info: Some(info),
+        }
+    }
+
+    /// Process versions seen since the last call, to register before the rows naming them.
+    fn take_new(&self) -> Vec<Arc<ProcessInfo>> {
+        let mut new = self.processes.lock().take_new();
+        new.append(&mut self.state.lock().new);
+        new
+    }
+}
+
+/// `pid` as its own pid namespace numbers it (the last `NSpid` of its status): what a
+/// process in a container reports as its `process.pid`.
+fn ns_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// CLOCK_MONOTONIC, the clock capture's events (and so the process registry) use.
+fn monotonic_ns() -> u64 {
+    flowmesh_ebpf::monotonic_ns().map_or(0, |ns| ns as u64)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Why a request was refused: the status to answer and a message.
@@ -321,11 +532,28 @@ impl Ingest {
     pub async fn store_spans(
         &self,
         request: &ExportTraceServiceRequest,
+        connection: Option<Connection>,
         stats: &OtlpStats,
     ) -> Result<usize, Refused> {
-        let rows = request_rows(request);
+        let senders = &self.otlp_senders;
+        let sender = match connection {
+            Some(c) => senders.connection_pid(c).await,
+            None => None,
+        };
+        let rows = request_rows(request, |resource| senders.process(resource, sender));
         if rows.is_empty() {
             return Ok(0);
+        }
+        // the processes first: the rows name them
+        let processes = senders.take_new();
+        if !processes.is_empty() {
+            let batch = process_batch(&processes).map_err(|e| Refused {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+            })?;
+            self.register_processes(&batch)
+                .await
+                .map_err(|(status, message)| Refused { status, message })?;
         }
         let batch = l7_flow_log_batch(self.node_tags(), &rows).map_err(|e| Refused {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -349,6 +577,7 @@ enum Encoding {
 /// `POST /v1/traces`.
 pub async fn http_traces(
     State(state): State<ApiState>,
+    connection: Option<Extension<ConnectInfo<Connection>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -396,7 +625,8 @@ pub async fn http_traces(
     if let Err(message) = validate(&request) {
         return bad(message);
     }
-    match state.ingest.store_spans(&request, stats).await {
+    let connection = connection.map(|Extension(ConnectInfo(c))| c);
+    match state.ingest.store_spans(&request, connection, stats).await {
         Ok(_) => {
             let response = ExportTraceServiceResponse {
                 partial_success: None,
@@ -466,12 +696,25 @@ impl TraceService for GrpcTraces {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let connection = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| {
+                Some(Connection {
+                    local: info.local_addr()?,
+                    remote: info.remote_addr()?,
+                })
+            });
         let request = request.into_inner();
         if let Err(message) = validate(&request) {
             self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
             return Err(tonic::Status::invalid_argument(message));
         }
-        match self.ingest.store_spans(&request, &self.stats).await {
+        match self
+            .ingest
+            .store_spans(&request, connection, &self.stats)
+            .await
+        {
             Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse {
                 partial_success: None,
             })),
@@ -490,10 +733,7 @@ impl TraceService for GrpcTraces {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::{
-        resource::v1::Resource,
-        trace::v1::{ResourceSpans, ScopeSpans, Status, span::Event},
-    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status, span::Event};
 
     fn kv(key: &str, value: Value) -> KeyValue {
         KeyValue {
@@ -539,7 +779,10 @@ mod tests {
                 ],
             ),
             "cart",
-            Some(42),
+            &SpanProcess {
+                pid: Some(42),
+                info: None,
+            },
         );
         assert_eq!(row.signal_source, "otel");
         assert_eq!(row.observation_point, "app");
@@ -581,7 +824,10 @@ mod tests {
                 ],
             ),
             "web",
-            Some(7),
+            &SpanProcess {
+                pid: Some(7),
+                info: None,
+            },
         );
         assert_eq!(old_http.response_code, Some(503));
         assert_eq!(old_http.response_status, "server_error");
@@ -602,7 +848,7 @@ mod tests {
                 ],
             ),
             "web",
-            None,
+            &SpanProcess::default(),
         );
         assert_eq!(grpc.l7_protocol, "gRPC");
         assert_eq!(grpc.request_resource, "/helloworld.Greeter/SayHello");
@@ -624,7 +870,7 @@ mod tests {
             attributes: vec![kv("exception.message", s("connection reset"))],
             ..Event::default()
         }];
-        let redis = span_row(&redis, "web", None);
+        let redis = span_row(&redis, "web", &SpanProcess::default());
         assert_eq!(
             (redis.l7_protocol, redis.request_resource.as_str()),
             ("Redis", "GET k")
@@ -632,7 +878,11 @@ mod tests {
         assert_eq!(redis.response_status, "server_error");
         assert_eq!(redis.response_exception, "connection reset");
 
-        let internal = span_row(&span(SpanKind::Internal, vec![]), "web", None);
+        let internal = span_row(
+            &span(SpanKind::Internal, vec![]),
+            "web",
+            &SpanProcess::default(),
+        );
         assert_eq!((internal.l7_protocol, internal.span_kind), ("", "internal"));
         assert_eq!(internal.response_status, "ok");
     }
@@ -645,6 +895,9 @@ mod tests {
                     attributes: vec![
                         kv("service.name", s("cart")),
                         kv("process.pid", Value::IntValue(99)),
+                        kv("host.name", s("h1")),
+                        kv("process.executable.name", s("python3")),
+                        kv("container.id", s("c0ffee")),
                     ],
                     ..Resource::default()
                 }),
@@ -658,13 +911,49 @@ mod tests {
                 ..ResourceSpans::default()
             }],
         };
-        let rows = request_rows(&request);
+        // sent from elsewhere: the resource describes the process
+        let senders = Senders::new(
+            "n1".into(),
+            Arc::new(Mutex::new(crate::capture::procinfo::Processes::new(
+                "n1".into(),
+            ))),
+        );
+        let rows = request_rows(&request, |r| senders.process(r, None));
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.app_service == "cart"));
         assert_eq!(
             (rows[0].process_id_1, rows[1].process_id_0),
             (Some(99), Some(99))
         );
+        assert_eq!(&*rows[0].gprocess_1, "otel/h1/99/cart");
+        assert_eq!(&*rows[1].gprocess_0, "otel/h1/99/cart");
+        assert_eq!(&*rows[0].process_kname_1, "python3");
+        let new = senders.take_new();
+        assert_eq!(new.len(), 1);
+        assert_eq!(
+            (&*new[0].container_id, &*new[0].service),
+            ("c0ffee", "cart")
+        );
+        // registered once, until its attributes change
+        request_rows(&request, |r| senders.process(r, None));
+        assert!(senders.take_new().is_empty());
+        // a resource that names no process or container gets none
+        let mut bare = request.clone();
+        bare.resource_spans[0].resource = None;
+        let rows = request_rows(&bare, |r| senders.process(r, None));
+        assert!(rows[0].gprocess_1.is_empty() && rows[0].process_id_1.is_none());
+
+        // sent from this host: the sending process, as capture would tag it (here the
+        // resource's pid names another process, so the resource describes that one)
+        let me = std::process::id();
+        let rows = request_rows(&bare, |r| senders.process(r, Some(me)));
+        assert!(rows[0].gprocess_1.starts_with(&format!("n1/{me}/")));
+        assert_eq!(rows[0].process_id_1, Some(me));
+        let mine = senders.take_new();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].key, rows[0].gprocess_1);
+        let rows = request_rows(&request, |r| senders.process(r, Some(me)));
+        assert_eq!(&*rows[0].gprocess_1, "otel/h1/99/cart");
         assert!(validate(&request).is_ok());
         let mut bad = request.clone();
         bad.resource_spans[0].scope_spans[0].spans[1].span_id = vec![1, 2, 3];
@@ -685,7 +974,7 @@ mod tests {
             "status":{}}]}]}]}"#;
         let request: ExportTraceServiceRequest = serde_json::from_str(json).unwrap();
         assert!(validate(&request).is_ok());
-        let rows = request_rows(&request);
+        let rows = request_rows(&request, |_| SpanProcess::default());
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
         assert_eq!(row.trace_id, "5b8efff798038103d269b633813fc60c");

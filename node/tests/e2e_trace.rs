@@ -208,6 +208,46 @@ fn traces_join_kernel_rows_and_opentelemetry_spans() {
         assert!(trace["missing_nodes"].as_array().unwrap().is_empty());
     }
 
+    // the spans are AutoTagged like the kernel's rows: the OTLP connection leads to the
+    // sending process, whose tags are the kernel's server row's
+    let tags = |filter: &str| {
+        node.sql(&format!(
+            "SELECT process_kname_1, auto_service_1, process_id_1, count(*) FROM flow_log.l7_flow_log \
+             WHERE {filter} GROUP BY 1, 2, 3"
+        ))
+    };
+    let service_tags = tags(&format!(
+        "signal_source = 'ebpf' AND observation_point = 'server' AND server_port = {service_port} \
+         AND request_resource = '/item'"
+    ));
+    // its name, and its port once /proc showed it listening (AutoTagging reads /proc when
+    // it first sees a process, here maybe before it listened)
+    let service_name = service_tags[0][1].as_str().unwrap().to_owned();
+    assert!(
+        [format!("python3:{service_port}"), "python3".into()].contains(&service_name),
+        "{service_tags:?}"
+    );
+    assert_eq!(
+        service_tags,
+        vec![vec![
+            json!("python3"),
+            json!(service_name),
+            json!(service.id()),
+            json!(REQUESTS),
+        ]]
+    );
+    assert_eq!(
+        tags("signal_source = 'otel' AND span_kind = 'server'"),
+        service_tags
+    );
+    assert_eq!(
+        node.sql(
+            "SELECT DISTINCT process_kname_0, auto_service_0 FROM flow_log.l7_flow_log \
+             WHERE signal_source = 'otel' AND span_kind = 'client'"
+        ),
+        vec![vec![json!("python3"), json!(service_name)]]
+    );
+
     // the same trace through the Tempo API: six spans, one root, every parent in the trace
     let (status, body) = get(&format!("{}/api/traces/{}", node.api.base, trace_id(3)));
     assert_eq!(status, 200, "{body}");
@@ -245,7 +285,9 @@ fn traces_join_kernel_rows_and_opentelemetry_spans() {
     for i in 0..REQUESTS {
         assert!(listed.contains(&trace_id(i).as_str()), "{found:#}");
     }
-    // the root is the client's row (it sent the traceparent): its process and path
+    // the root is the earliest row: the service's server row, which starts when the
+    // service began to read (before the client wrote), or else the client's row; its
+    // process and path
     let root = found["traces"]
         .as_array()
         .unwrap()
@@ -253,7 +295,11 @@ fn traces_join_kernel_rows_and_opentelemetry_spans() {
         .find(|t| t["traceID"] == trace_id(3).as_str())
         .unwrap();
     assert_eq!(root["rootTraceName"], "/item", "{root}");
-    assert_eq!(root["rootServiceName"], "python3", "{root}");
+    let root_service = root["rootServiceName"].as_str().unwrap();
+    assert!(
+        [service_name.as_str(), "python3"].contains(&root_service),
+        "{root}"
+    );
 
     // the CLI prints the tree: a header and one indented line per span
     let out = run_ok(Command::new(env!("CARGO_BIN_EXE_flowmesh")).args([
@@ -281,14 +327,15 @@ fn traces_join_kernel_rows_and_opentelemetry_spans() {
         run_ok(Command::new("python3").args(["-c", GRPC_EXPORT, &format!("http://{grpc_listen}")]));
     let grpc_trace = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let rows = node.sql(&format!(
-        "SELECT app_service, endpoint, signal_source FROM flow_log.l7_flow_log WHERE trace_id = '{grpc_trace}'"
+        "SELECT app_service, endpoint, signal_source, process_kname_0 FROM flow_log.l7_flow_log WHERE trace_id = '{grpc_trace}'"
     ));
     assert_eq!(
         rows,
         vec![vec![
             json!("grpc-sender"),
             json!("over grpc"),
-            json!("otel")
+            json!("otel"),
+            json!("python3")
         ]]
     );
 

@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
 };
 
@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::{
     CaptureStats,
-    procinfo::{ProcessInfo, Processes},
+    procinfo::{ProcessInfo, SharedProcesses, canonical},
 };
 use crate::{
     red::RedAggregator,
@@ -105,34 +105,26 @@ pub struct CaptureProcessor {
     stats: Arc<CaptureStats>,
     sockets: HashMap<(u32, u64, bool), SocketState>,
     endpoints: HashMap<(SocketAddr, SocketAddr), Endpoint>,
-    procs: Processes,
+    procs: SharedProcesses,
     rows: Vec<L7Row>,
     red: RedAggregator,
     records: Vec<L7Record>,
 }
 
-/// IPv4-mapped IPv6 addresses (a dual-stack listener's view of an IPv4 peer) become IPv4,
-/// so both ends of a loopback connection name it the same way.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
-    }
-}
-
 impl CaptureProcessor {
-    pub fn new(config: ProcessorConfig, tags: NodeTags, stats: Arc<CaptureStats>) -> Self {
-        let node = Arc::clone(&tags.node);
+    pub fn new(
+        config: ProcessorConfig,
+        tags: NodeTags,
+        stats: Arc<CaptureStats>,
+        procs: SharedProcesses,
+    ) -> Self {
         Self {
             config,
             tags,
             stats,
             sockets: HashMap::new(),
             endpoints: HashMap::new(),
-            procs: Processes::new(node),
+            procs,
             rows: Vec::new(),
             red: RedAggregator::default(),
             records: Vec::new(),
@@ -234,7 +226,7 @@ impl CaptureProcessor {
         match self.endpoints.get_mut(&(local, remote)) {
             Some(ep) if ep.tgid == ev.tgid && ep.closed_at_ns.is_none() => {}
             _ => {
-                let process = self.procs.get(ev.tgid, ev.comm, ev.exit_ns);
+                let process = self.procs.lock().get(ev.tgid, ev.comm, ev.exit_ns);
                 self.endpoints.insert(
                     (local, remote),
                     Endpoint {
@@ -294,7 +286,7 @@ impl CaptureProcessor {
     }
 
     fn row(&mut self, socket: &SocketSnapshot, r: &L7Record) -> L7Row {
-        let me = self.procs.get(socket.tgid, "", r.request_start_ns);
+        let me = self.procs.lock().get(socket.tgid, "", r.request_start_ns);
         let peer = self
             .endpoints
             .get(&(socket.remote, socket.local))
@@ -302,7 +294,10 @@ impl CaptureProcessor {
         // the peer's current version (its endpoint entry may predate a rename)
         let peer = peer.map(|(pid, p)| {
             let fallback = Arc::clone(&p.name);
-            (pid, self.procs.get(pid, &fallback, r.request_start_ns))
+            (
+                pid,
+                self.procs.lock().get(pid, &fallback, r.request_start_ns),
+            )
         });
         let mine_is_client = r.role == Role::Client;
         let (client, server) = if mine_is_client {
@@ -388,7 +383,7 @@ impl CaptureProcessor {
 
         let mut out = Vec::new();
         // process resources first: the rows below name them
-        let processes = self.procs.take_new();
+        let processes = self.procs.lock().take_new();
         if !processes.is_empty() {
             match process_batch(&processes) {
                 Ok(batch) => out.push((PROCESS_RESOURCES.to_string(), batch)),
@@ -462,6 +457,9 @@ mod tests {
                 node: "n".into(),
             },
             Arc::new(CaptureStats::default()),
+            Arc::new(parking_lot::Mutex::new(
+                crate::capture::procinfo::Processes::new("n".into()),
+            )),
         )
     }
 

@@ -12,7 +12,12 @@
 //! inherited sockets (an nginx worker's) and containers' namespaces count. UDP servers
 //! (DNS) have no listening state and keep their name.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 const TTL: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 16_384;
@@ -38,7 +43,7 @@ pub struct ProcessInfo {
 }
 
 impl ProcessInfo {
-    fn same_attributes(&self, other: &ProcessInfo) -> bool {
+    pub(crate) fn same_attributes(&self, other: &ProcessInfo) -> bool {
         (
             &self.key,
             &self.name,
@@ -56,6 +61,10 @@ impl ProcessInfo {
         )
     }
 }
+
+/// The node's one registry of processes, shared by capture and the OTLP receiver so that
+/// both tag a process alike and register each version once.
+pub type SharedProcesses = Arc<parking_lot::Mutex<Processes>>;
 
 /// pid → [`ProcessInfo`], plus the versions first seen since the last [`Self::take_new`].
 pub struct Processes {
@@ -95,7 +104,8 @@ impl Processes {
     }
 
     /// What is known of `pid`; `fallback` (the event's thread name) names processes /proc
-    /// has no entry for any more, e.g. one that already exited.
+    /// has no entry for any more, e.g. one that already exited. `now_ns` is
+    /// CLOCK_MONOTONIC, the events' clock.
     pub fn get(&mut self, pid: u32, fallback: &str, now_ns: u64) -> Arc<ProcessInfo> {
         let ttl = TTL.as_nanos() as u64;
         let previous = match self.infos.get(&pid) {
@@ -249,6 +259,83 @@ fn listening_sockets(table: &str) -> impl Iterator<Item = (u64, u16)> + '_ {
         let inode = fields.get(9)?.parse().ok()?;
         Some((inode, port))
     })
+}
+
+/// The local process at the other end of a TCP connection this process accepted: the
+/// ESTABLISHED socket in this network namespace whose local address is the connection's
+/// `remote` and whose remote address is its `local` (`/proc/net/tcp{,6}`), then the process
+/// holding that socket (a scan of `/proc/<pid>/fd`). `None` for a peer on another host or
+/// in another network namespace, or when /proc denies it. Costs a scan of every process's
+/// file descriptors: callers cache the answer per connection.
+pub fn connection_peer_pid(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+    let (local, remote) = (canonical(local), canonical(remote));
+    let inode = ["tcp", "tcp6"].iter().find_map(|file| {
+        let table = std::fs::read_to_string(format!("/proc/net/{file}")).ok()?;
+        established_sockets(&table)
+            .find(|(l, r, _)| *l == remote && (*r == local || r.port() == local.port()))
+            .map(|(_, _, inode)| inode)
+    })?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|t| socket_inode(&t.to_string_lossy()) == Some(inode))
+                })
+            })
+        })
+}
+
+/// IPv4-mapped IPv6 addresses (a dual-stack listener's view of an IPv4 peer) become IPv4,
+/// so both ends of a loopback connection name it the same way.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(addr, |v4| SocketAddr::new(IpAddr::V4(v4), addr.port())),
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// (local, remote, socket inode) of the ESTABLISHED (state `01`) rows of a `/proc/net/tcp`
+/// or `tcp6` table, addresses canonical. Lines that do not parse are skipped.
+fn established_sockets(table: &str) -> impl Iterator<Item = (SocketAddr, SocketAddr, u64)> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(3) != Some(&"01") {
+            return None;
+        }
+        let local = proc_net_addr(fields.get(1)?)?;
+        let remote = proc_net_addr(fields.get(2)?)?;
+        let inode = fields.get(9)?.parse().ok()?;
+        Some((canonical(local), canonical(remote), inode))
+    })
+}
+
+/// A `/proc/net/tcp{,6}` address, `0100007F:1F90`: the address as 32-bit words in host
+/// byte order, each printed in hex, then the port in hex.
+fn proc_net_addr(field: &str) -> Option<SocketAddr> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let hex = addr.get(i * 8..i * 8 + 8)?;
+        Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Clock ticks per second (`CLK_TCK`), from the auxiliary vector the kernel gave this
@@ -407,6 +494,49 @@ time.sleep(30)";
         assert_eq!(socket_inode("socket:[4242]"), Some(4242));
         assert_eq!(socket_inode("pipe:[4242]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn proc_net_addresses() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(proc_net_addr("0100007F:1F90"), Some(v4));
+        // ::ffff:127.0.0.1 port 4318 as tcp6 prints it, and ::1
+        let mapped = proc_net_addr("0000000000000000FFFF00000100007F:10DE").unwrap();
+        assert_eq!(canonical(mapped), "127.0.0.1:4318".parse().unwrap());
+        assert_eq!(
+            proc_net_addr("00000000000000000000000001000000:0050"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "0100007F",
+            "0100007F:",
+            "0100007:1F90",
+            "ZZ00007F:1F90",
+            "0100007F:1FFFF",
+        ] {
+            assert_eq!(proc_net_addr(bad), None, "{bad:?}");
+        }
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0
+   1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1
+   2: garbage
+";
+        let rows: Vec<_> = established_sockets(table).collect();
+        assert_eq!(rows, vec![("127.0.0.1:54321".parse().unwrap(), v4, 222)]);
+    }
+
+    #[test]
+    fn the_peer_of_a_local_connection_is_found_by_its_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, remote) = listener.accept().unwrap();
+        let local = accepted.local_addr().unwrap();
+        assert_eq!(remote, client.local_addr().unwrap());
+        assert_eq!(connection_peer_pid(local, remote), Some(std::process::id()));
+        // a peer that is not connected here
+        let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(connection_peer_pid(local, nobody), None);
     }
 
     #[test]

@@ -57,7 +57,6 @@ pub use event::{
     InvalidEnumValue, MAX_PAYLOAD, SocketEventHeader, SyscallKind,
 };
 pub use loader::{
-    MAX_RING_BUFFER_BYTES, SocketEvent, SocketTracer, TracerConfig, monotonic_ns,
-    monotonic_to_unix_offset_ns,
+    MAX_RING_BUFFER_BYTES, SocketEvent, SocketTracer, TracerConfig, monotonic_to_unix_offset_ns,
 };
 pub use tls::{TlsLibrary, find_libssl_paths};

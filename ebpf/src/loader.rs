@@ -630,8 +630,7 @@ pub fn monotonic_to_unix_offset_ns() -> i128 {
     best.map_or(0, |(_, offset)| offset)
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock of the events' timestamps.
-pub fn monotonic_ns() -> Option<i128> {
+fn monotonic_ns() -> Option<i128> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -179,7 +179,9 @@ pub fn view<'a>(ev: &SocketEvent<'a>, comm: &'a str, offset: i128) -> Option<Soc
     })
 }
 
-fn now_unix_ns() -> u64 {
+/// Unix-epoch ns now: the clock of the events as capture sees them (see [`view`]), and so
+/// of the process registry.
+pub(crate) fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

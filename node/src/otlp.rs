@@ -63,7 +63,10 @@ use parking_lot::Mutex;
 use prost::Message;
 
 use crate::{
-    capture::procinfo::{ProcessInfo, SharedProcesses, connection_peer_pid},
+    capture::{
+        now_unix_ns,
+        procinfo::{ProcessInfo, SharedProcesses, connection_peer_pid},
+    },
     ingest::Ingest,
     server::ApiState,
     tables::{L7_FLOW_LOG, L7Row, l7_flow_log_batch, process_batch},
@@ -402,7 +405,7 @@ impl Senders {
     /// The pid of the local process at the other end of `connection`, looked up once per
     /// connection (off the async threads: it scans /proc).
     async fn connection_pid(&self, connection: Connection) -> Option<u32> {
-        let now = monotonic_ns();
+        let now = now_unix_ns();
         if let Some((pid, at)) = self.state.lock().connections.get(&connection)
             && now.saturating_sub(*at) < CONNECTION_TTL_NS
         {
@@ -436,7 +439,7 @@ impl Senders {
         if let Some(pid) =
             sender.filter(|&pid| resource_pid.is_none_or(|r| r == pid || ns_pid(pid) == Some(r)))
         {
-            let info = self.processes.lock().get(pid, service, monotonic_ns());
+            let info = self.processes.lock().get(pid, service, now_unix_ns());
             return SpanProcess {
                 pid: Some(pid),
                 info: (!info.key.is_empty()).then_some(info),
@@ -466,7 +469,7 @@ impl Senders {
                 .unwrap_or_default()
                 .into(),
             container_id: container.into(),
-            valid_from_us: now_us(),
+            valid_from_us: (now_unix_ns() / 1000) as i64,
         };
         let info = match state.described.get(&info.key) {
             Some(known) if known.same_attributes(&info) => Arc::clone(known),
@@ -507,17 +510,6 @@ fn ns_pid(pid: u32) -> Option<u32> {
         .last()?
         .parse()
         .ok()
-}
-
-/// CLOCK_MONOTONIC, the clock capture's events (and so the process registry) use.
-fn monotonic_ns() -> u64 {
-    flowmesh_ebpf::monotonic_ns().map_or(0, |ns| ns as u64)
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Why a request was refused: the status to answer and a message.

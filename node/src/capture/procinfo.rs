@@ -104,8 +104,8 @@ impl Processes {
     }
 
     /// What is known of `pid`; `fallback` (the event's thread name) names processes /proc
-    /// has no entry for any more, e.g. one that already exited. `now_ns` is
-    /// CLOCK_MONOTONIC, the events' clock.
+    /// has no entry for any more, e.g. one that already exited. `now_ns` is Unix-epoch ns,
+    /// the events' clock once capture has converted them.
     pub fn get(&mut self, pid: u32, fallback: &str, now_ns: u64) -> Arc<ProcessInfo> {
         let ttl = TTL.as_nanos() as u64;
         let previous = match self.infos.get(&pid) {

@@ -25,7 +25,7 @@ use crate::{
     error::NodeError,
     red::RedAggregator,
     tables::{
-        L7_FLOW_LOG, L7Row, NodeTags, l7_flow_log_batch,
+        IpStrings, L7_FLOW_LOG, L7Row, NodeTags, l7_flow_log_batch,
         network::{L4_FLOW_LOG, NetworkAggregator, l4_flow_log_batch},
     },
 };
@@ -121,6 +121,7 @@ struct Collector {
     l7: Vec<L7Row>,
     network: NetworkAggregator,
     red: RedAggregator,
+    ips: IpStrings,
 }
 
 impl Collector {
@@ -136,7 +137,13 @@ impl Collector {
                 TransportProtocol::Tcp => "TCP",
                 TransportProtocol::Udp => "UDP",
             };
-            let mut row = L7Row::from_record(&r.record, r.key.client, r.key.server, transport);
+            let mut row = L7Row::from_record(
+                &r.record,
+                r.key.client,
+                r.key.server,
+                transport,
+                &mut self.ips,
+            );
             row.signal_source = "packet";
             row.observation_point = r.observation_point.as_str();
             if !self.red.add(&row) {
@@ -193,6 +200,7 @@ fn run(
         l7: Vec::new(),
         network: NetworkAggregator::default(),
         red: RedAggregator::default(),
+        ips: IpStrings::default(),
     };
     let mut last_tick = Instant::now();
     while !cancel.is_cancelled() {

@@ -3,7 +3,9 @@
 //! and the packet pipelines. Bounded: past `MAX_RED_KEYS` distinct keys a row is not
 //! aggregated and the caller counts it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use tracing::warn;

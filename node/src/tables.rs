@@ -2,7 +2,10 @@
 //! schema and the function that turns rows into a batch sit side by side so their column
 //! order cannot drift apart (a test builds every table once).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use datafusion::arrow::{
     array::{
@@ -117,6 +120,27 @@ pub struct L7Row {
     pub resp_tcp_seq: Option<u32>,
 }
 
+/// Addresses as row strings, formatted once per address rather than once per row: a
+/// pipeline's rows mostly repeat a few addresses. Bounded: emptied when full.
+#[derive(Default)]
+pub struct IpStrings(hashbrown::HashMap<IpAddr, String>);
+
+impl IpStrings {
+    const MAX: usize = 4096;
+
+    pub fn get(&mut self, ip: IpAddr) -> String {
+        if let Some(s) = self.0.get(&ip) {
+            return s.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let s = ip.to_string();
+        self.0.insert(ip, s.clone());
+        s
+    }
+}
+
 impl L7Row {
     /// The row's protocol fields, times and addresses from a parsed record; the caller
     /// adds what its pipeline knows (observation point, signal source, processes, threads).
@@ -125,6 +149,7 @@ impl L7Row {
         client: SocketAddr,
         server: SocketAddr,
         protocol: &'static str,
+        ips: &mut IpStrings,
     ) -> Self {
         let end_ns = r.response_end_ns.unwrap_or(r.request_end_ns);
         L7Row {
@@ -146,8 +171,8 @@ impl L7Row {
             request_length: r.request_length,
             response_length: r.response_length,
             has_response: r.response_end_ns.is_some(),
-            ip_0: client.ip().to_string(),
-            ip_1: server.ip().to_string(),
+            ip_0: ips.get(client.ip()),
+            ip_1: ips.get(server.ip()),
             client_port: client.port(),
             server_port: server.port(),
             protocol,

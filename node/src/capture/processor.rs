@@ -3,8 +3,8 @@
 //! `application_map`. Pure logic with no kernel in the way, so it is tested with synthetic
 //! events; [`super::CaptureRunner`] feeds it from the ring buffer.
 
+use hashbrown::HashMap;
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, atomic::Ordering},
 };
@@ -19,7 +19,10 @@ use super::{
 };
 use crate::{
     red::RedAggregator,
-    tables::{L7_FLOW_LOG, L7Row, NodeTags, PROCESS_RESOURCES, l7_flow_log_batch, process_batch},
+    tables::{
+        IpStrings, L7_FLOW_LOG, L7Row, NodeTags, PROCESS_RESOURCES, l7_flow_log_batch,
+        process_batch,
+    },
 };
 
 /// How long a closed socket's owner stays known, so that the peer's late rows still find it.
@@ -109,6 +112,7 @@ pub struct CaptureProcessor {
     rows: Vec<L7Row>,
     red: RedAggregator,
     records: Vec<L7Record>,
+    ips: IpStrings,
 }
 
 impl CaptureProcessor {
@@ -128,6 +132,7 @@ impl CaptureProcessor {
             rows: Vec::new(),
             red: RedAggregator::default(),
             records: Vec::new(),
+            ips: IpStrings::default(),
         }
     }
 
@@ -305,7 +310,8 @@ impl CaptureProcessor {
         } else {
             (socket.remote, socket.local)
         };
-        let mut row = L7Row::from_record(r, client, server, socket.transport.as_str());
+        let mut row =
+            L7Row::from_record(r, client, server, socket.transport.as_str(), &mut self.ips);
         row.signal_source = "ebpf";
         row.observation_point = r.role.observation_point();
         row.is_tls = socket.is_tls;

@@ -12,8 +12,8 @@
 //! inherited sockets (an nginx worker's) and containers' namespaces count. UDP servers
 //! (DNS) have no listening state and keep their name.
 
+use hashbrown::HashMap;
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::Duration,

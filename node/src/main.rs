@@ -12,12 +12,6 @@ use flowmesh_node::{
     server::ARROW_STREAM,
 };
 
-/// mimalloc rather than glibc's allocator: capture and flushes allocate and free many
-/// short-lived buffers, and glibc returns the large ones to the kernel only to fault them
-/// in again (docs/PERF.md, capture overhead).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {

@@ -10,6 +10,22 @@ bench_setup() { # builds the release binary; sets bin, work, fport
     node_pid=""
 }
 
+redis_start() { # redis-server on $rport (set here) in $work; it and the node stop on exit
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --dir "$work" --pidfile "$work/redis.pid" >/dev/null
+    trap 'stop_node; redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+    for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+redis_rps() { # $1 requests per test, $2 pipeline: mean requests/s over the SET and GET tests
+    redis-benchmark -h 127.0.0.1 -p "$rport" -n "$1" -t set,get -P "$2" -q --csv |
+        python3 -c 'import csv,sys; r=list(csv.reader(sys.stdin)); print(sum(float(x[1]) for x in r[1:])/ (len(r)-1))'
+}
+
+redis_captured() { # SET and GET server rows captured for the redis on $rport
+    sql "SELECT count(*) FROM flow_log.l7_flow_log WHERE server_port = $rport AND observation_point = 'server' AND request_type IN ('SET', 'GET')"
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -433,7 +433,6 @@ impl Senders {
             .int(&["process.pid"])
             .and_then(|p| u32::try_from(p).ok());
         let service = attrs.str(&["service.name"]).unwrap_or("unknown_service");
-        let mut state = self.state.lock();
         // the sender itself, unless the resource names another process (a collector
         // forwarding others' spans): that one is described from the resource below
         if let Some(pid) =
@@ -471,6 +470,7 @@ impl Senders {
             container_id: container.into(),
             valid_from_us: (now_unix_ns() / 1000) as i64,
         };
+        let mut state = self.state.lock();
         let info = match state.described.get(&info.key) {
             Some(known) if known.same_attributes(&info) => Arc::clone(known),
             _ => {
@@ -496,6 +496,12 @@ impl Senders {
         let mut new = self.processes.lock().take_new();
         new.append(&mut self.state.lock().new);
         new
+    }
+
+    /// Versions from [`Self::take_new`] that could not be registered, for the next request
+    /// (the registry will not report them as new again).
+    fn untake(&self, mut processes: Vec<Arc<ProcessInfo>>) {
+        self.state.lock().new.append(&mut processes);
     }
 }
 
@@ -543,9 +549,10 @@ impl Ingest {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: e.to_string(),
             })?;
-            self.register_processes(&batch)
-                .await
-                .map_err(|(status, message)| Refused { status, message })?;
+            if let Err((status, message)) = self.register_processes(&batch).await {
+                senders.untake(processes);
+                return Err(Refused { status, message });
+            }
         }
         let batch = l7_flow_log_batch(self.node_tags(), &rows).map_err(|e| Refused {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -926,9 +933,11 @@ mod tests {
             (&*new[0].container_id, &*new[0].service),
             ("c0ffee", "cart")
         );
-        // registered once, until its attributes change
+        // registered once, until its attributes change; or again when registering failed
         request_rows(&request, |r| senders.process(r, None));
         assert!(senders.take_new().is_empty());
+        senders.untake(new);
+        assert_eq!(senders.take_new().len(), 1);
         // a resource that names no process or container gets none
         let mut bare = request.clone();
         bare.resource_spans[0].resource = None;

@@ -171,7 +171,10 @@ impl Ingest {
         };
         let encoded = match self.encoder.encode(table, &batch).await {
             Ok(b) => b,
-            Err(e) => return failed(encode_status(&e), encode_message(&e)),
+            Err(e) => {
+                let (status, message) = encode_refusal(&e);
+                return failed(status, message);
+            }
         };
         if let Err(e) = self.shard.append(vec![(table.to_string(), encoded)]).await {
             return failed(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {e}"));
@@ -188,26 +191,21 @@ impl Ingest {
     ) -> Result<(), (StatusCode, String)> {
         self.encoder.register_processes(batch).await.map_err(|e| {
             self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-            (encode_status(&e), encode_message(&e))
+            encode_refusal(&e)
         })
     }
 }
 
-/// A dictionary that cannot assign ids right now is worth retrying (503); anything else
-/// is not.
-fn encode_status(e: &EncodeError) -> StatusCode {
+/// The status and message for a batch the dictionary could not encode: 503 when it cannot
+/// assign ids right now (worth retrying), else 500.
+fn encode_refusal(e: &EncodeError) -> (StatusCode, String) {
     if e.is_retryable() {
-        StatusCode::SERVICE_UNAVAILABLE
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("tag dictionary unavailable, retry: {e}"),
+        )
     } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-}
-
-fn encode_message(e: &EncodeError) -> String {
-    if e.is_retryable() {
-        format!("tag dictionary unavailable, retry: {e}")
-    } else {
-        e.to_string()
+        (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
 

@@ -357,6 +357,8 @@ impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Con
 
 /// Connections whose sender is remembered at most; the table is emptied when full.
 const MAX_CONNECTIONS: usize = 4096;
+/// Resource-described processes remembered at most; emptied when full.
+const MAX_DESCRIBED: usize = 4096;
 /// How long a connection's sender is remembered (a closed connection's port may be reused).
 const CONNECTION_TTL_NS: u64 = 60_000_000_000;
 
@@ -446,10 +448,7 @@ impl Senders {
         }
         let container = attrs.str(&["container.id"]).unwrap_or_default();
         if resource_pid.is_none() && container.is_empty() {
-            return SpanProcess {
-                pid: None,
-                info: None,
-            };
+            return SpanProcess::default();
         }
         let host = attrs.str(&["host.name"]).unwrap_or(&self.node);
         let name = attrs
@@ -474,7 +473,7 @@ impl Senders {
         let info = match state.described.get(&info.key) {
             Some(known) if known.same_attributes(&info) => Arc::clone(known),
             _ => {
-                if state.described.len() >= MAX_CONNECTIONS {
+                if state.described.len() >= MAX_DESCRIBED {
                     state.described.clear();
                 }
                 let info = Arc::new(info);

@@ -291,19 +291,16 @@ impl CaptureProcessor {
     }
 
     fn row(&mut self, socket: &SocketSnapshot, r: &L7Record) -> L7Row {
-        let me = self.procs.lock().get(socket.tgid, "", r.request_start_ns);
-        let peer = self
-            .endpoints
-            .get(&(socket.remote, socket.local))
-            .map(|e| (e.tgid, Arc::clone(&e.process)));
+        let mut procs = self.procs.lock();
+        let me = procs.get(socket.tgid, "", r.request_start_ns);
         // the peer's current version (its endpoint entry may predate a rename)
-        let peer = peer.map(|(pid, p)| {
-            let fallback = Arc::clone(&p.name);
+        let peer = self.endpoints.get(&(socket.remote, socket.local)).map(|e| {
             (
-                pid,
-                self.procs.lock().get(pid, &fallback, r.request_start_ns),
+                e.tgid,
+                procs.get(e.tgid, &e.process.name, r.request_start_ns),
             )
         });
+        drop(procs);
         let mine_is_client = r.role == Role::Client;
         let (client, server) = if mine_is_client {
             (socket.local, socket.remote)

@@ -195,14 +195,7 @@ impl Processes {
     /// The TCP ports `pid` listens on, ascending: its socket fds that its network
     /// namespace's table shows listening. Empty if /proc denies or lacks any of it.
     fn listening_ports(&mut self, pid: u32, now_ns: u64) -> Vec<u16> {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return Vec::new();
-        };
-        let sockets: Vec<u64> = fds
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .filter_map(|target| socket_inode(&target.to_string_lossy()))
-            .collect();
+        let sockets: Vec<u64> = socket_inodes(pid).collect();
         if sockets.is_empty() {
             return Vec::new();
         }
@@ -238,6 +231,17 @@ impl Processes {
     }
 }
 
+/// The inodes of the sockets `pid` holds open (its `/proc/<pid>/fd` links); none if /proc
+/// denies it.
+fn socket_inodes(pid: u32) -> impl Iterator<Item = u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| socket_inode(&target.to_string_lossy()))
+}
+
 /// The inode of a `/proc/<pid>/fd` link's target `socket:[12345]`.
 fn socket_inode(target: &str) -> Option<u64> {
     target
@@ -250,15 +254,7 @@ fn socket_inode(target: &str) -> Option<u64> {
 /// Socket inode → local port of the LISTEN (state `0A`) rows of a `/proc/net/tcp` or
 /// `tcp6` table. Lines that do not parse are skipped.
 fn listening_sockets(table: &str) -> impl Iterator<Item = (u64, u16)> + '_ {
-    table.lines().skip(1).filter_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(3) != Some(&"0A") {
-            return None;
-        }
-        let port = u16::from_str_radix(fields.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-        let inode = fields.get(9)?.parse().ok()?;
-        Some((inode, port))
-    })
+    tcp_sockets(table, "0A").map(|(local, _, inode)| (inode, local.port()))
 }
 
 /// The local process at the other end of a TCP connection this process accepted: the
@@ -271,7 +267,7 @@ pub fn connection_peer_pid(local: SocketAddr, remote: SocketAddr) -> Option<u32>
     let (local, remote) = (canonical(local), canonical(remote));
     let inode = ["tcp", "tcp6"].iter().find_map(|file| {
         let table = std::fs::read_to_string(format!("/proc/net/{file}")).ok()?;
-        established_sockets(&table)
+        tcp_sockets(&table, "01")
             .find(|(l, r, _)| *l == remote && (*r == local || r.port() == local.port()))
             .map(|(_, _, inode)| inode)
     })?;
@@ -279,14 +275,7 @@ pub fn connection_peer_pid(local: SocketAddr, remote: SocketAddr) -> Option<u32>
         .ok()?
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-                fds.flatten().any(|fd| {
-                    std::fs::read_link(fd.path())
-                        .is_ok_and(|t| socket_inode(&t.to_string_lossy()) == Some(inode))
-                })
-            })
-        })
+        .find(|&pid| socket_inodes(pid).any(|i| i == inode))
 }
 
 /// IPv4-mapped IPv6 addresses (a dual-stack listener's view of an IPv4 peer) become IPv4,
@@ -300,12 +289,16 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// (local, remote, socket inode) of the ESTABLISHED (state `01`) rows of a `/proc/net/tcp`
-/// or `tcp6` table, addresses canonical. Lines that do not parse are skipped.
-fn established_sockets(table: &str) -> impl Iterator<Item = (SocketAddr, SocketAddr, u64)> + '_ {
-    table.lines().skip(1).filter_map(|line| {
+/// (local, remote, socket inode) of the rows of a `/proc/net/tcp` or `tcp6` table in
+/// `state` (hex as the table prints it: `01` ESTABLISHED, `0A` LISTEN), addresses
+/// canonical. Lines that do not parse are skipped.
+fn tcp_sockets<'a>(
+    table: &'a str,
+    state: &'a str,
+) -> impl Iterator<Item = (SocketAddr, SocketAddr, u64)> + 'a {
+    table.lines().skip(1).filter_map(move |line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(3) != Some(&"01") {
+        if fields.get(3) != Some(&state) {
             return None;
         }
         let local = proc_net_addr(fields.get(1)?)?;
@@ -522,7 +515,7 @@ time.sleep(30)";
    1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1
    2: garbage
 ";
-        let rows: Vec<_> = established_sockets(table).collect();
+        let rows: Vec<_> = tcp_sockets(table, "01").collect();
         assert_eq!(rows, vec![("127.0.0.1:54321".parse().unwrap(), v4, 222)]);
     }
 
